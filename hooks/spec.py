@@ -1,0 +1,150 @@
+"""Hook specifications: the one contract between pycalico's core and its plugins.
+
+Every plugin, built-in or third-party, implements some of these functions, marked with
+``pycalico.hooks.hookimpl``. A *slot plugin* fills one of the four slots and is
+found through the entry-point group of its slot: ``pycalico.datastore``,
+``pycalico.ipam``, ``pycalico.routing``, ``pycalico.policy``; only the plugin that
+calico.toml names for a slot is registered. A *hook-only plugin* (an observer, an
+exporter) is found through the group ``pycalico.plugins`` and is registered unless
+``[plugins] disabled`` names it.
+
+The entry point's object is registered as it is (a module or an instance); a class
+is instantiated without arguments first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pycalico.core.calc import DesiredState
+    from pycalico.core.config import Config
+    from pycalico.core.datastore import Datastore
+    from pycalico.core.report import PassReport
+
+hookspec = pluggy.HookspecMarker("pycalico")
+
+# -------------------------------------------------------------------------
+# Configuration
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pycalico_config_schema(slot: str, name: str) -> type | None:
+    """Return the attrs class of the plugin's own calico.toml table.
+
+    Called while calico.toml is read, for the plugin chosen in each slot, before
+    ``pycalico_configure``. The table ``[<slot>.<name>]`` is structured into this class
+    with the file's converter: keys are the class's field names, unknown keys are
+    refused and errors carry TOML paths. The instance is ``config.<slot>.options``.
+
+    :param slot: One of ``datastore``, ``ipam``, ``routing``, ``policy``.
+    :param name: The plugin name calico.toml gives as ``<slot>.type``.
+
+    Return ``None`` if the call is not about this plugin, or if it takes no options
+    (a table for it is then an error). Stops at the first non-None result.
+    """
+
+
+@hookspec(historic=True)
+def pycalico_configure(config: Config) -> None:
+    """Called once the configuration is read and every plugin is registered.
+
+    Historic: a plugin registered later still gets the call. Set up what lives as
+    long as the process here, not at import time.
+
+    :param config: The validated configuration, plugin options included.
+    """
+
+
+@hookspec
+def pycalico_unconfigure(config: Config) -> None:
+    """Called once before the process exits (or before a slot's plugin is replaced
+    on a config reload). Release what ``pycalico_configure`` took: sockets, daemons
+    the plugin started, threads.
+    """
+
+
+# -------------------------------------------------------------------------
+# Slots: objects the core asks the chosen plugin for
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pycalico_datastore(config: Config) -> Datastore | None:
+    """Return a connected datastore (see ``pycalico.core.datastore.Datastore``).
+
+    Implemented by ``datastore`` slot plugins; called once per process. Connection
+    details come from ``config.datastore.options``. Raise
+    ``pycalico.core.datastore.DatastoreUnavailable`` if it cannot be reached.
+    Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def pycalico_ipam(config: Config, datastore: Datastore) -> Any | None:
+    """Return the IP address manager for this node, bound to ``datastore``.
+
+    Implemented by ``ipam`` slot plugins. Stops at the first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------
+# Reconcile: called on every pass of the loop, in this order
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def pycalico_reconcile_routing(state: DesiredState, config: Config) -> list[str] | None:
+    """Make this node's routing (routes, tunnel devices, BGP daemon config) match
+    ``state``.
+
+    Implemented by the ``routing`` slot plugin. Level-based: read what the kernel
+    really has, converge it to ``state``, and change nothing when they already agree,
+    so that any number of calls with the same state is one change at most. A
+    resource absent from ``state`` is one to remove. Called before policy.
+
+    :param state: Immutable desired state of this node.
+    :param config: The configuration in force.
+
+    Return one short line per change made (``"route 10.65.0.0/26 via 198.51.100.12
+    added"``), an empty list if nothing changed. Raise to fail the pass: the loop logs
+    it and retries on the next pass.
+    """
+
+
+@hookspec
+def pycalico_reconcile_policy(state: DesiredState, config: Config) -> list[str] | None:
+    """Make this node's packet filtering (iptables/ipsets or nftables) match
+    ``state``.
+
+    Implemented by the ``policy`` slot plugin; same contract as
+    ``pycalico_reconcile_routing``: level-based, idempotent, one kernel transaction
+    per pass, one line per change in the return value.
+    """
+
+
+# -------------------------------------------------------------------------
+# Observation: hook-only plugins watch the loop through these
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def pycalico_pass_done(report: PassReport) -> None:
+    """Called after every reconcile pass, successful or not.
+
+    :param report: What the pass saw and did: the revision, why it ran, the changes
+        each slot reported, errors and timing.
+
+    Must not block: observers that export elsewhere queue the report.
+    """
+
+
+@hookspec
+def pycalico_node_status(state: DesiredState) -> list[tuple[str, str]] | None:
+    """Return status lines for ``calico-node --status`` and the readiness report,
+    as ``(component, text)`` pairs, e.g. ``("bird", "2 of 2 BGP sessions
+    Established")``. All results are shown.
+    """
