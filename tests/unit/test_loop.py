@@ -1,0 +1,185 @@
+"""The reconcile loop, driven through an in-memory datastore (tests/doubles.py)."""
+
+import threading
+import time
+
+import pytest
+
+from doubles import MemoryDatastore, MemoryPlugin, Recorder
+from pycalico.core.loop import Loop
+from pycalico.core.plugins import Registry
+from pycalico.core.resources.codec import load_resources
+
+CONFIG = """
+node_name = "node1"
+[datastore]
+type = "memory"
+[ipam]
+type = "none"
+[routing]
+type = "rec"
+[policy]
+type = "rec"
+[intervals]
+coalesce_seconds = 0.2
+resync_seconds = {resync}
+[logging]
+level = "{level}"
+"""
+
+
+def wep(pod, node="node1"):
+    (resource,) = load_resources(
+        f"""
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata:
+  name: {node}-k8s-{pod}-eth0
+  namespace: default
+spec:
+  node: {node}
+  orchestrator: k8s
+  pod: {pod}
+  endpoint: eth0
+  interfaceName: cali{pod:0>11}
+  ipNetworks: [10.65.0.1/32]
+"""
+    )
+    return resource
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+class Harness:
+    def __init__(self, tmp_path, resources=(), resync=600, watch_config=False):
+        self.path = tmp_path / "calico.toml"
+        self.write(resync=resync)
+        self.store = MemoryDatastore(resources)
+        self.routing, self.policy = Recorder("routing"), Recorder("policy")
+        registry = Registry(
+            {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing}, "policy": {"rec": self.policy}}
+        )
+        self.loop = Loop(self.path, registry, watch_config=watch_config)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+
+    def write(self, resync=600, level="info", extra=""):
+        self.path.write_text(CONFIG.format(resync=resync, level=level) + extra)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.stop()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+def test_first_pass_reconciles_the_snapshot_for_this_node(tmp_path):
+    with Harness(tmp_path, [wep("a"), wep("b"), wep("c", node="node2")]) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        report = h.loop.last_report
+        assert report.reason == "sync" and report.ok
+        assert report.changes == {"routing": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0"), "policy": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0")}
+        # Every reconciler of a pass sees the same immutable snapshot.
+        assert h.routing.states[0] is h.policy.states[0]
+        assert h.routing.states[0].revision == h.store.revision
+
+
+def test_a_burst_of_updates_is_one_pass(tmp_path):
+    with Harness(tmp_path) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        for i in range(50):
+            h.store.put(wep(f"p{i}"))
+        wait_for(lambda: h.loop.passes >= 2)
+        time.sleep(0.5)
+        assert h.loop.passes == 2
+        assert h.loop.last_report.reason == "update"
+        assert len(h.routing.kernel) == 50
+
+
+def test_delete_converges_and_a_repeated_state_changes_nothing(tmp_path):
+    a = wep("a")
+    with Harness(tmp_path, [a, wep("b")]) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.store.delete(a)
+        wait_for(lambda: h.loop.passes == 2)
+        assert h.loop.last_report.changes["policy"] == ("-node1-k8s-a-eth0",)
+        h.store.put(wep("b"))  # same value again
+        wait_for(lambda: h.loop.passes == 3)
+        assert h.loop.last_report.changed == 0
+
+
+def test_periodic_resync_runs_a_pass_without_changes(tmp_path):
+    with Harness(tmp_path, [wep("a")], resync=1) as h:
+        wait_for(lambda: h.loop.passes >= 2, timeout=4)
+        assert h.loop.last_report.reason == "resync"
+        assert h.loop.last_report.changed == 0
+
+
+def test_a_failing_slot_is_reported_and_does_not_stop_the_other(tmp_path):
+    with Harness(tmp_path) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.routing.fail_next = True
+        h.store.put(wep("a"))
+        wait_for(lambda: h.loop.passes == 2)
+        report = h.loop.last_report
+        assert report.errors == {"routing": "RuntimeError: injected failure"}
+        assert report.changes["policy"] == ("+node1-k8s-a-eth0",)
+        h.store.put(wep("b"))
+        wait_for(lambda: h.loop.passes == 3)
+        assert h.loop.last_report.ok and h.routing.kernel == {"node1-k8s-a-eth0", "node1-k8s-b-eth0"}
+
+
+def test_datastore_outage_keeps_state_and_resyncs_on_return(tmp_path):
+    with Harness(tmp_path, [wep("a")]) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.store.fail()
+        time.sleep(0.6)
+        assert h.loop.passes == 1, "an outage must not trigger a pass that removes state"
+        assert h.policy.kernel == {"node1-k8s-a-eth0"}
+        h.store.put(wep("b"))  # written while the agent cannot see it
+        h.store.recover()
+        wait_for(lambda: h.loop.passes == 2, timeout=5)
+        assert h.loop.last_report.reason == "sync"
+        assert h.store.snapshots == 2
+        assert h.policy.kernel == {"node1-k8s-a-eth0", "node1-k8s-b-eth0"}
+
+
+def test_config_reload_good_and_bad(tmp_path, caplog):
+    with Harness(tmp_path, [wep("a")], watch_config=True) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.write(level="debug")
+        wait_for(lambda: h.loop.config.logging.level == "debug", timeout=5)
+        wait_for(lambda: h.loop.last_report.reason == "config")
+        assert h.routing.unconfigured == 1 and h.routing.configured == 2
+
+        h.path.write_text(h.path.read_text() + "\n[health]\nport = 'x'\n")
+        wait_for(lambda: h.loop.last_config_error is not None, timeout=5)
+        assert "health.port: expected an integer" in h.loop.last_config_error
+        assert h.loop.config.logging.level == "debug"  # the last good config stays
+        h.store.put(wep("b"))
+        wait_for(lambda: h.policy.kernel == {"node1-k8s-a-eth0", "node1-k8s-b-eth0"})
+
+        h.write(level="info")
+        wait_for(lambda: h.loop.last_config_error is None and h.loop.config.logging.level == "info", timeout=5)
+
+
+def test_stop_shuts_down_plugins_and_datastore(tmp_path):
+    h = Harness(tmp_path)
+    with h:
+        wait_for(lambda: h.loop.passes == 1)
+    assert h.store.closed and h.routing.unconfigured == 1 and h.policy.unconfigured == 1
+
+
+def test_once_returns_after_the_first_pass(tmp_path):
+    h = Harness(tmp_path, [wep("a")])
+    h.loop.run(once=True)
+    assert h.loop.passes == 1 and h.store.closed
