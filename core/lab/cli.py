@@ -1,0 +1,183 @@
+"""calico-lab: a thin command line over pycalico.core.lab.Lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from . import netns
+from .cluster import Lab, LabNotFound, lab_dir, remove_stale_dir
+from .state import LabError, default_state_root
+
+PROG = "calico-lab"
+
+
+class _Parser(argparse.ArgumentParser):
+    # Usage mistakes are one line and exit 1, like every other error here.
+    def error(self, message: str):  # type: ignore[override]
+        raise LabError(f"{message} (see `{self.prog} --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default="lab", help="lab name (default: lab)")
+    common.add_argument("--state-dir", metavar="DIR", default=None,
+                        help="root holding lab state (default: $PYCALICO_LAB_DIR "
+                             "or /run/pycalico-lab); the lab lives in DIR/NAME")
+
+    p = _Parser(prog=PROG, description="A Calico cluster in network namespaces on one machine.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = sub.add_parser("up", parents=[common], help="create a lab")
+    up.add_argument("--nodes", type=int, default=2, help="number of nodes (default 2)")
+    up.add_argument("--subnets", type=int, choices=(1, 2), default=1,
+                    help="1: all nodes on 198.51.100.0/24; 2: half on 203.0.113.0/24, "
+                         "routed by the underlay")
+    up.add_argument("--recreate", action="store_true",
+                    help="tear down an existing lab of this name first")
+
+    st = sub.add_parser("status", parents=[common], help="show a lab")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ex = sub.add_parser("exec", parents=[common],
+                        usage=f"{PROG} exec NODE [--name NAME] -- CMD...",
+                        help="run a command inside a node's network namespace")
+    ex.add_argument("node")
+    ex.add_argument("cmd", nargs="*", help=argparse.SUPPRESS)
+
+    sub.add_parser("down", parents=[common], help="remove a lab (idempotent)")
+
+    ls = sub.add_parser("list", help="list labs")
+    ls.add_argument("--state-dir", metavar="DIR", default=None)
+    ls.add_argument("--json", action="store_true")
+    return p
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("must run as root (network namespaces need CAP_NET_ADMIN)")
+
+
+def _cmd_up(a) -> int:
+    _need_root()
+    ok, why = netns.available()
+    if not ok:
+        raise LabError(why)
+    lab = Lab.up(a.name, nodes=a.nodes, subnets=a.subnets, state_root=a.state_dir,
+                 recreate=a.recreate)
+    print(f"lab {lab.name!r} is up: {len(lab.nodes)} nodes, etcd at "
+          f"{', '.join(lab.etcd_endpoints)}, state in {lab.state_dir}")
+    for n in lab.nodes:
+        print(f"  {n.name:<8} {n.cidr:<18} netns {n.netns}")
+    return 0
+
+
+def _cmd_status(a) -> int:
+    _need_root()
+    s = Lab.load(a.name, a.state_dir).status()
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"lab {s['name']} ({s['state_dir']}){'' if s['complete'] else '  [INCOMPLETE]'}")
+    health = "healthy" if s["etcd"]["healthy"] else "NOT healthy"
+    print(f"etcd: {', '.join(s['etcd']['endpoints'])} {health} (netns {s['cp_netns']})")
+    print("nodes:")
+    for n in s["nodes"]:
+        missing = "" if n["netns_exists"] else "  [netns missing]"
+        print(f"  {n['name']:<8} netns {n['netns']:<20} {n['cidr']:<18} "
+              f"{n['config_path']}{missing}")
+    print("processes:")
+    for p in s["processes"]:
+        print(f"  {p['name']:<12} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}"
+              f"  netns {p['netns']}  log {p['log_path']}")
+    return 0
+
+
+def _cmd_exec(a) -> int:
+    _need_root()
+    if not a.cmd:
+        raise LabError(f"no command given: {PROG} exec NODE -- CMD...")
+    lab = Lab.load(a.name, a.state_dir)
+    try:
+        rc = lab.exec(a.node, a.cmd).returncode
+    except FileNotFoundError as e:
+        raise LabError(f"cannot run {a.cmd[0]}: {e.strerror}") from None
+    # Killed by a signal: report it the way a shell would.
+    return 128 - rc if rc < 0 else rc
+
+
+def _cmd_down(a) -> int:
+    _need_root()
+    try:
+        lab = Lab.load(a.name, a.state_dir)
+    except LabNotFound:
+        d = lab_dir(a.name, a.state_dir)
+        remove_stale_dir(d)
+        print(f"nothing to do: no lab {a.name!r} in {d.parent}")
+        return 0
+    done = lab.down()
+    print(f"lab {a.name!r} removed: ended {len(done['killed'])} process(es), "
+          f"deleted {len(done['deleted_netns'])} namespace(s)")
+    return 0
+
+
+def _cmd_list(a) -> int:
+    root = a.state_dir or default_state_root()
+    names = Lab.list(root)
+    if a.json:
+        out = []
+        for name in names:
+            try:
+                lab = Lab.load(name, root)
+                out.append({"name": name, "nodes": len(lab.nodes),
+                            "state_dir": str(lab.state_dir), "complete": lab.state.complete})
+            except LabError as e:
+                out.append({"name": name, "error": str(e)})
+        print(json.dumps(out, indent=2))
+    elif names:
+        print("\n".join(names))
+    else:
+        print(f"no labs in {root}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec,
+             "down": _cmd_down, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Everything after the first "--" is the command for `exec`, kept
+        # away from argparse so its options are not taken for ours.
+        tail = None
+        if "--" in argv:
+            i = argv.index("--")
+            argv, tail = argv[:i], argv[i + 1:]
+        args = _parser().parse_args(argv)
+        if tail is not None:
+            if args.command != "exec":
+                raise LabError(f"unexpected arguments after --: {' '.join(tail)}")
+            args.cmd = list(args.cmd) + tail
+        return _COMMANDS[args.command](args)
+    except LabError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except Exception as e:
+        if os.environ.get("CALICO_LAB_DEBUG"):
+            raise
+        print(f"{PROG}: unexpected error: {type(e).__name__}: {e} "
+              f"(set CALICO_LAB_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""Lab: a cluster of network namespaces on one machine.
+
+Topology (all inside namespaces the lab creates):
+
+    <name>-underlay   bridge br0, router .1 in each subnet, ip_forward=1
+    <name>-cp         eth0 198.51.100.2/24, runs etcd
+    <name>-nodeK      eth0 198.51.100.(10+K)/24 (or 203.0.113.(10+K)/24 with
+                      two subnets), default route via its subnet's router
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from . import etcd, netns
+from .config import node_config_text
+from .state import (
+    LabError,
+    STATE_TMP,
+    LabState,
+    NodeRecord,
+    ProcessRecord,
+    boot_id,
+    default_state_root,
+    load_state,
+    proc_identity,
+    save_state,
+    state_path,
+    terminate,
+)
+
+SUBNETS = ("198.51.100", "203.0.113")
+PREFIXLEN = 24
+ROUTER_HOST = 1
+CP_HOST = 2
+NODE_HOST_BASE = 10
+MAX_NODES = 200
+BRIDGE = "br0"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
+MAX_NAME_LEN = 32
+
+# Popen objects of processes this Python process spawned, kept so they can be
+# reaped quietly (no zombies, no "still running" ResourceWarning).
+_children: dict[int, subprocess.Popen] = {}
+
+
+class LabNotFound(LabError):
+    pass
+
+
+def check_name(name: str) -> None:
+    if len(name) > MAX_NAME_LEN or not NAME_RE.match(name):
+        raise LabError(f"invalid lab name {name!r}: use letters, digits, '_' and "
+                       f"single '-' (at most {MAX_NAME_LEN} characters)")
+
+
+def lab_dir(name: str, state_root: Path | str | None = None) -> Path:
+    check_name(name)
+    return Path(state_root or default_state_root()) / name
+
+
+def plan(name: str, nodes: int, subnets: int, state_dir: Path) -> LabState:
+    """The lab's full layout, decided before anything is created."""
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+    if subnets not in (1, 2):
+        raise LabError(f"--subnets must be 1 or 2, not {subnets}")
+    cp_ip = f"{SUBNETS[0]}.{CP_HOST}"
+    endpoints = [etcd.client_url(cp_ip)]
+    # First half (rounded up) of the nodes in the first subnet.
+    in_first = -(-nodes // subnets)
+    records = []
+    for i in range(1, nodes + 1):
+        subnet = SUBNETS[0 if i <= in_first else 1]
+        node = f"node{i}"
+        records.append(NodeRecord(
+            name=node,
+            netns=f"{name}-{node}",
+            ip=f"{subnet}.{NODE_HOST_BASE + i}",
+            prefixlen=PREFIXLEN,
+            gateway=f"{subnet}.{ROUTER_HOST}",
+            config_path=str(state_dir / "nodes" / node / "calico.toml"),
+        ))
+    return LabState(
+        name=name,
+        state_dir=str(state_dir),
+        subnets=subnets,
+        underlay_netns=f"{name}-underlay",
+        cp_netns=f"{name}-cp",
+        cp_ip=cp_ip,
+        etcd_endpoints=endpoints,
+        nodes=records,
+    )
+
+
+@attrs.define
+class Lab:
+    state: LabState
+
+    # --- construction -------------------------------------------------------
+
+    @classmethod
+    def up(cls, name: str = "lab", nodes: int = 2, subnets: int = 1,
+           state_root: Path | str | None = None, *, recreate: bool = False,
+           etcd_timeout: float = 20.0) -> Lab:
+        """Build the lab. On any failure everything created so far is torn down."""
+        directory = lab_dir(name, state_root)
+        if state_path(directory).exists():
+            if not recreate:
+                raise LabError(f"lab {name!r} already exists ({directory}); run "
+                               f"`calico-lab down --name {name}` first or use --recreate")
+            cls.load(name, state_root).down()
+        remove_stale_dir(directory)
+        if directory.exists() and any(directory.iterdir()):
+            # down() removes the whole directory, so it must start out ours.
+            raise LabError(f"state directory {directory} is not empty and holds no lab")
+        lab = cls(plan(name, nodes, subnets, directory))
+        taken = [ns for ns in lab._all_netns() if netns.exists(ns)]
+        if taken:
+            raise LabError(f"network namespace {taken[0]} already exists but belongs to "
+                           f"no lab state in {directory.parent}; remove it with "
+                           f"`ip netns delete {taken[0]}` if it is a leftover")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lab.save()
+            lab._build(etcd_timeout)
+        except BaseException as e:
+            try:
+                lab.down()
+            except LabError as cleanup:
+                raise LabError(f"{e} (and cleanup failed: {cleanup})") from e
+            if isinstance(e, LabError):
+                raise
+            if isinstance(e, Exception):
+                raise LabError(f"lab {name!r} failed to come up: {e}") from e
+            raise
+        return lab
+
+    @classmethod
+    def load(cls, name: str = "lab", state_root: Path | str | None = None) -> Lab:
+        directory = lab_dir(name, state_root)
+        try:
+            return cls(load_state(directory))
+        except FileNotFoundError:
+            raise LabNotFound(f"no lab {name!r} in {directory.parent}") from None
+
+    @staticmethod
+    def list(state_root: Path | str | None = None) -> list[str]:
+        root = Path(state_root or default_state_root())
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if state_path(p).is_file())
+
+    # --- accessors ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.state_dir)
+
+    @property
+    def nodes(self) -> list[NodeRecord]:
+        return self.state.nodes
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return self.state.etcd_endpoints
+
+    @property
+    def cp_netns(self) -> str:
+        return self.state.cp_netns
+
+    @property
+    def underlay_netns(self) -> str:
+        return self.state.underlay_netns
+
+    @property
+    def processes(self) -> list[ProcessRecord]:
+        return self.state.processes
+
+    def node(self, name: str) -> NodeRecord:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabError(f"lab {self.name!r} has no node {name!r} "
+                       f"(nodes: {', '.join(n.name for n in self.nodes)})")
+
+    def save(self) -> None:
+        save_state(self.state)
+
+    # --- running things -----------------------------------------------------
+
+    def node_env(self, node: str | NodeRecord) -> dict[str, str]:
+        n = node if isinstance(node, NodeRecord) else self.node(node)
+        return {
+            "CALICO_CONFIG": n.config_path,
+            "CALICO_NODENAME": n.name,
+            "ETCD_ENDPOINTS": ",".join(self.etcd_endpoints),
+        }
+
+    def exec(self, node: str | NodeRecord, argv: Sequence[str],
+             env: Mapping[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+        """subprocess.run(argv) inside the node's namespace with the node's env."""
+        n = node if isinstance(node, NodeRecord) else self.node(node)
+        full_env = {**os.environ, **self.node_env(n), **(env or {})}
+        return subprocess.run(netns.exec_argv(n.netns, argv), env=full_env, **kw)
+
+    def spawn(self, netns_name: str, argv: Sequence[str], log_path: Path | str,
+              name: str | None = None, env: Mapping[str, str] | None = None) -> int:
+        """Start a long-running process in one of the lab's namespaces.
+
+        The pid is recorded in state.json at once so `down` ends it, even
+        after this Python process is gone.
+        """
+        if netns_name not in self.state.namespaces:
+            raise LabError(f"{netns_name} is not a namespace of lab {self.name!r}")
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            # Own session: the process outlives the CLI and a Ctrl-C in the
+            # terminal that ran `up` does not reach it.
+            proc = subprocess.Popen(
+                netns.exec_argv(netns_name, argv), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=dict(env) if env is not None else None)
+        _children[proc.pid] = proc
+        ident = proc_identity(proc.pid)
+        self.state.processes.append(ProcessRecord(
+            name=name or Path(argv[0]).name, pid=proc.pid,
+            start_time=ident[0] if ident else -1,
+            boot_id=ident[1] if ident else boot_id(),
+            netns=netns_name, argv=list(argv), log_path=str(log_path)))
+        self.save()
+        return proc.pid
+
+    def stop(self, pid: int, timeout: float = 5.0) -> bool:
+        """End one recorded process; True if it was running."""
+        for rec in self.state.processes:
+            if rec.pid == pid:
+                ended = terminate(rec, timeout)
+                _forget_child(pid)
+                self.state.processes.remove(rec)
+                self.save()
+                return ended
+        raise LabError(f"pid {pid} is not a process of lab {self.name!r}")
+
+    # --- status -------------------------------------------------------------
+
+    def etcd_healthy(self) -> bool:
+        return netns.exists(self.cp_netns) and etcd.healthy(
+            self.cp_netns, self.etcd_endpoints[0])
+
+    def status(self) -> dict:
+        return {
+            "name": self.name,
+            "state_dir": str(self.state_dir),
+            "complete": self.state.complete,
+            "subnets": self.state.subnets,
+            "underlay_netns": self.underlay_netns,
+            "cp_netns": self.cp_netns,
+            "etcd": {"endpoints": self.etcd_endpoints, "healthy": self.etcd_healthy()},
+            "nodes": [{
+                "name": n.name, "netns": n.netns, "ip": n.ip, "cidr": n.cidr,
+                "gateway": n.gateway, "config_path": n.config_path,
+                "netns_exists": netns.exists(n.netns),
+            } for n in self.nodes],
+            "processes": [{
+                "name": p.name, "pid": p.pid, "alive": p.alive(), "netns": p.netns,
+                "log_path": p.log_path,
+            } for p in self.processes],
+        }
+
+    # --- teardown -----------------------------------------------------------
+
+    def down(self, timeout: float = 5.0) -> dict:
+        """Kill recorded processes, delete recorded namespaces, remove state.
+
+        Works on partially built labs: only what state.json records is
+        touched. If something cannot be removed the state file is kept (with
+        what is left) and LabError is raised, so `down` can be retried.
+        """
+        killed: list[int] = []
+        errors: list[str] = []
+        for rec in reversed(list(self.state.processes)):
+            try:
+                if terminate(rec, timeout):
+                    killed.append(rec.pid)
+                _forget_child(rec.pid)
+                self.state.processes.remove(rec)
+            except LabError as e:
+                errors.append(str(e))
+        # Anything else still inside our namespaces (e.g. left behind by
+        # `exec ... &`) would keep a namespace alive after its name is gone.
+        for ns in self.state.namespaces:
+            try:
+                killed += _end_stray(ns, timeout)
+            except LabError as e:
+                errors.append(str(e))
+        deleted: list[str] = []
+        for ns in reversed(list(self.state.namespaces)):
+            try:
+                if netns.delete(ns):
+                    deleted.append(ns)
+                self.state.namespaces.remove(ns)
+            except LabError as e:
+                errors.append(str(e))
+        if errors:
+            self.save()
+            raise LabError(f"lab {self.name!r} only partly removed: {'; '.join(errors)}")
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return {"killed": killed, "deleted_netns": deleted}
+
+    # --- building -----------------------------------------------------------
+
+    def _all_netns(self) -> list[str]:
+        return [self.underlay_netns, self.cp_netns] + [n.netns for n in self.nodes]
+
+    def _create_netns(self, ns: str) -> None:
+        # Intent first, so a crash right after `ip netns add` still leaves a
+        # record for `down`.
+        self.state.namespaces.append(ns)
+        self.save()
+        try:
+            netns.add(ns)
+        except LabError:
+            # Whatever exists under that name now is not ours to delete.
+            self.state.namespaces.remove(ns)
+            self.save()
+            raise
+
+    def _attach(self, ns: str, port: str, cidr: str, gateway: str | None) -> None:
+        """Plug `ns` into the underlay bridge as eth0 with `cidr`."""
+        u = self.underlay_netns
+        netns.add_veth(u, port, ns, "eth0")
+        netns.set_master(u, port, BRIDGE)
+        netns.link_up(u, port)
+        netns.link_up(ns, "lo")
+        netns.add_addr(ns, "eth0", cidr)
+        netns.link_up(ns, "eth0")
+        if gateway:
+            netns.add_default_route(ns, gateway)
+
+    def _build(self, etcd_timeout: float) -> None:
+        u = self.underlay_netns
+        self._create_netns(u)
+        netns.link_up(u, "lo")
+        netns.add_bridge(u, BRIDGE)
+        netns.link_up(u, BRIDGE)
+        for subnet in SUBNETS[: self.state.subnets]:
+            netns.add_addr(u, BRIDGE, f"{subnet}.{ROUTER_HOST}/{PREFIXLEN}")
+        netns.sysctl(u, "net.ipv4.ip_forward", 1)
+        # Both subnets share one L2 segment; redirects would teach nodes to
+        # bypass the router, hiding the cross-subnet hop the lab is there to model.
+        netns.sysctl(u, "net.ipv4.conf.all.send_redirects", 0)
+        netns.sysctl(u, f"net.ipv4.conf.{BRIDGE}.send_redirects", 0)
+
+        cp = self.cp_netns
+        self._create_netns(cp)
+        self._attach(cp, "v-cp", f"{self.state.cp_ip}/{PREFIXLEN}",
+                     f"{SUBNETS[0]}.{ROUTER_HOST}")
+
+        for n in self.nodes:
+            self._create_netns(n.netns)
+            self._attach(n.netns, f"v-{n.name}", n.cidr, n.gateway)
+            netns.sysctl(n.netns, "net.ipv4.ip_forward", 1)
+            netns.sysctl(n.netns, "net.ipv4.conf.all.accept_redirects", 0)
+            path = Path(n.config_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(node_config_text(n.name, self.etcd_endpoints))
+
+        self._start_etcd(etcd_timeout)
+        self.state.complete = True
+        self.save()
+
+    def _start_etcd(self, timeout: float) -> None:
+        data_dir = self.state_dir / "etcd" / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.state_dir / "logs" / "etcd.log"
+        # etcd reads ETCD_* variables as flags; the caller's must not leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        pid = self.spawn(self.cp_netns,
+                         etcd.argv(f"{self.name}-cp", self.state.cp_ip, data_dir),
+                         log_path, name="etcd", env=env)
+        rec = next(p for p in self.processes if p.pid == pid)
+        etcd.wait_healthy(self.cp_netns, self.etcd_endpoints[0], log_path,
+                          is_alive=rec.alive, timeout=timeout)
+
+
+def remove_stale_dir(directory: Path) -> None:
+    """Remove a lab directory left by an `up` that died before its first
+    state write: empty, or holding only the half-written state file."""
+    if not directory.is_dir() or state_path(directory).exists():
+        return
+    if {p.name for p in directory.iterdir()} <= {STATE_TMP}:
+        (directory / STATE_TMP).unlink(missing_ok=True)
+        directory.rmdir()
+
+
+def _forget_child(pid: int) -> None:
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        proc.poll()  # already reaped by terminate(): this just settles returncode
+
+
+def _end_stray(ns: str, timeout: float) -> list[int]:
+    """End processes found inside one of our namespaces, by pid.
+
+    Never ourselves or our ancestors (e.g. `down` run via `calico-lab exec`).
+    """
+    if not netns.exists(ns):
+        return []
+    res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    protected = _self_and_ancestors()
+    recs = []
+    for tok in res.stdout.split():
+        pid = int(tok)
+        ident = proc_identity(pid)
+        if pid in protected or ident is None:
+            continue
+        recs.append(ProcessRecord(name="stray", pid=pid, start_time=ident[0],
+                                  boot_id=ident[1], netns=ns, argv=[], log_path=""))
+    # Not their process groups: a stray's group may extend outside the lab
+    # (e.g. the shell job that ran `calico-lab exec ... &`). Not reaped either:
+    # a stray's parent may want its exit status.
+    return [rec.pid for rec in recs if terminate(rec, timeout, group=False, reap=False)]
+
+
+def _self_and_ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
