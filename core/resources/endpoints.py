@@ -39,6 +39,16 @@ def check_dscp(value) -> None:
         raise ValueError(f"{value!r} is not a DSCP value (0-63 or one of {', '.join(_DSCP_NAMES)})")
 
 
+def _port_checks(port):
+    """An endpoint port needs a number and a protocol that has ports."""
+    if port.port is None:
+        yield "port", "is required"
+    if port.protocol is None:
+        yield "protocol", "is required"
+    elif not supports_ports(port.protocol):
+        yield "protocol", f"protocol {port.protocol!r} does not support ports (use TCP, UDP or SCTP)"
+
+
 @model
 class EndpointPort:
     """A HostEndpoint's named port."""
@@ -50,12 +60,7 @@ class EndpointPort:
     def _checks(self):
         if not self.name:
             yield "name", "is required"
-        if self.port is None:
-            yield "port", "is required"
-        if self.protocol is None:
-            yield "protocol", "is required"
-        elif not supports_ports(self.protocol):
-            yield "protocol", f"protocol {self.protocol!r} does not support ports (use TCP, UDP or SCTP)"
+        yield from _port_checks(self)
 
 
 @model
@@ -67,12 +72,7 @@ class WorkloadEndpointPort:
     host_ip: str | None = field(validated(check_net), key="hostIP")
 
     def _checks(self):
-        if self.port is None:
-            yield "port", "is required"
-        if self.protocol is None:
-            yield "protocol", "is required"
-        elif not supports_ports(self.protocol):
-            yield "protocol", f"protocol {self.protocol!r} does not support ports (use TCP, UDP or SCTP)"
+        yield from _port_checks(self)
         if not self.name and not self.host_port:
             yield "name", "is required when no hostPort is set"
 

@@ -246,6 +246,34 @@ def _policy_checks(spec, global_policy: bool):
         yield "performanceHints", "hints must be unique"
 
 
+def _spec_defaults(spec):
+    """Calico's defaults for a policy spec: types from the rules present, the default tier."""
+    changes = {}
+    if not spec.types:
+        changes["types"] = default_policy_types(spec.ingress, spec.egress)
+    if not spec.tier:
+        changes["tier"] = DEFAULT_TIER
+    return attrs.evolve(spec, **changes) if changes else spec
+
+
+class _Policy(Resource):
+    """What NetworkPolicy and GlobalNetworkPolicy share: spec defaults and a name rule."""
+
+    NAME_RE: re.Pattern
+
+    def _defaults(self):
+        return attrs.evolve(self, spec=self.spec.with_defaults())
+
+    def _name_problem(self, name: str) -> str | None:
+        problem = super()._name_problem(name)
+        if problem is None and not self.NAME_RE.fullmatch(name):
+            problem = (
+                f"{name!r} is not a valid policy name: use lower case alphanumeric characters or '-', "
+                "with at most one '.'"
+            )
+        return problem
+
+
 @model
 class NetworkPolicySpec:
     tier: str | None = field(validated(check_name))
@@ -261,12 +289,7 @@ class NetworkPolicySpec:
         yield from _policy_checks(self, global_policy=False)
 
     def with_defaults(self):
-        changes = {}
-        if not self.types:
-            changes["types"] = default_policy_types(self.ingress, self.egress)
-        if not self.tier:
-            changes["tier"] = DEFAULT_TIER
-        return attrs.evolve(self, **changes) if changes else self
+        return _spec_defaults(self)
 
 
 def _one_of(value, choices) -> None:
@@ -275,25 +298,14 @@ def _one_of(value, choices) -> None:
 
 
 @model
-class NetworkPolicy(Resource):
+class NetworkPolicy(_Policy):
     KIND = "NetworkPolicy"
     PLURAL = "networkpolicies"
     NAMESPACED = True
+    NAME_RE = _NP_NAME
 
     spec: NetworkPolicySpec = field(factory=NetworkPolicySpec)
     status: ConditionStatus | None = field()
-
-    def _defaults(self):
-        return attrs.evolve(self, spec=self.spec.with_defaults())
-
-    def _name_problem(self, name: str) -> str | None:
-        problem = super()._name_problem(name)
-        if problem is None and not _NP_NAME.fullmatch(name):
-            problem = (
-                f"{name!r} is not a valid policy name: use lower case alphanumeric characters or '-', "
-                "with at most one '.'"
-            )
-        return problem
 
 
 @model
@@ -325,32 +337,16 @@ class GlobalNetworkPolicySpec:
             yield "namespaceSelector", f"{GLOBAL} can only be used in an EntityRule namespaceSelector"
 
     def with_defaults(self):
-        changes = {}
-        if not self.types:
-            changes["types"] = default_policy_types(self.ingress, self.egress)
-        if not self.tier:
-            changes["tier"] = DEFAULT_TIER
-        return attrs.evolve(self, **changes) if changes else self
+        return _spec_defaults(self)
 
 
 @model
-class GlobalNetworkPolicy(Resource):
+class GlobalNetworkPolicy(_Policy):
     KIND = "GlobalNetworkPolicy"
     PLURAL = "globalnetworkpolicies"
+    NAME_RE = _GNP_NAME
 
     spec: GlobalNetworkPolicySpec = field(factory=GlobalNetworkPolicySpec)
-
-    def _defaults(self):
-        return attrs.evolve(self, spec=self.spec.with_defaults())
-
-    def _name_problem(self, name: str) -> str | None:
-        problem = super()._name_problem(name)
-        if problem is None and not _GNP_NAME.fullmatch(name):
-            problem = (
-                f"{name!r} is not a valid policy name: use lower case alphanumeric characters or '-', "
-                "with at most one '.'"
-            )
-        return problem
 
 
 @model
