@@ -260,7 +260,7 @@ def _walk(exc: BaseException, cls: Any, key: KeyStyle, path: str) -> Iterator[tu
         valid = [key(a.name) for a in attrs.fields(exc.cl)]
         for extra in sorted(exc.extra_fields):
             near = difflib.get_close_matches(extra, valid, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {_some(valid)}"
             yield _join(path, extra), f"unknown key{hint}"
     elif isinstance(exc, FieldError):
         yield _join(path, key(exc.field)), str(exc)
@@ -273,6 +273,11 @@ def _walk(exc: BaseException, cls: Any, key: KeyStyle, path: str) -> Iterator[tu
             yield from _walk(sub, cls, key, path)
     else:
         yield path, _plain(exc)
+
+
+def _some(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
 
 
 def _note(exc: BaseException, kind: type) -> Any:

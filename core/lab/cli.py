@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("down", parents=[common], help="remove a lab (idempotent)")
 
+    demo = sub.add_parser("demo", parents=[common], help="build a 3-node lab, show it, tear it down")
+    demo.set_defaults(name="demo")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up to explore")
+    demo.add_argument("--nodes", type=int, default=3)
+
     ls = sub.add_parser("list", help="list labs")
     ls.add_argument("--state-dir", metavar="DIR", default=None)
     ls.add_argument("--json", action="store_true")
@@ -144,8 +149,15 @@ def _cmd_list(a) -> int:
     return 0
 
 
+def _cmd_demo(a) -> int:
+    _need_root()
+    from .demo import run
+
+    return run(a.name, keep=a.keep, nodes=a.nodes, state_root=a.state_dir)
+
+
 _COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec,
-             "down": _cmd_down, "list": _cmd_list}
+             "down": _cmd_down, "list": _cmd_list, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
