@@ -19,8 +19,9 @@ Key = tuple[str, str, str]  # kind, namespace ("" when cluster-wide), name
 
 
 def key_of(resource: Any) -> Key:
+    # The class's KIND, not the manifest's spelling (IPAMConfig / IPAMConfiguration).
     meta = resource.metadata
-    return resource.kind, meta.namespace or "", meta.name
+    return type(resource).KIND, meta.namespace or "", meta.name
 
 
 class Cache:
@@ -28,7 +29,7 @@ class Cache:
 
     def __init__(self) -> None:
         self._items: dict[Key, Any] = {}
-        self.revision = 0
+        self.revision: Any = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -43,7 +44,7 @@ class Cache:
             self._items.pop(key, None)
         else:
             self._items[key] = event.resource
-        self.revision = max(self.revision, event.revision)
+        self.revision = event.revision
 
     def by_kind(self) -> dict[str, tuple[Any, ...]]:
         kinds: dict[str, list[tuple[Key, Any]]] = {}
@@ -57,7 +58,7 @@ class DesiredState:
     """Everything a reconciler needs for one pass, for one node."""
 
     node_name: str
-    revision: int
+    revision: Any
     resources: Mapping[str, tuple[Any, ...]] = attrs.field(converter=MappingProxyType)
 
     def of_kind(self, kind: str) -> tuple[Any, ...]:

@@ -1,14 +1,25 @@
-"""What the reconcile loop needs of a datastore: a snapshot, then every change.
+"""The datastore interface: what core, calicoctl and IPAM ask of the datastore slot.
 
-The datastore slot's plugins (etcd, Kubernetes) implement this protocol; typed CRUD
-for calicoctl and IPAM extends it in their own issue.
+Two plugins implement it, etcd and Kubernetes (KDD). Everything is typed v3 resources
+(``pycalico.core.resources``) in and out; where and how they are stored is the
+plugin's business.
+
+Revisions come in two kinds:
+
+* ``metadata.resourceVersion`` of a resource (a string) is what compare-and-swap
+  checks: ``update`` and ``delete`` given a resource version succeed only if the stored
+  object still has it, else ``Conflict``. This is all IPAM needs for its atomic
+  read-modify-write: read the block, change it, update with the version read; retry on
+  Conflict.
+* The ``revision`` of a snapshot or event is an opaque token meaning "the datastore
+  as of here": hand a snapshot's revision to ``watch`` to get every later change.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Literal, Protocol
+from collections.abc import Collection, Iterator
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -18,38 +29,111 @@ class DatastoreError(Exception):
 
 
 class DatastoreUnavailable(DatastoreError):
-    """The datastore cannot be reached; the caller retries."""
+    """The datastore cannot be reached (or timed out); the caller may retry."""
+
+
+def _what(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+class ResourceError(DatastoreError):
+    """An error about one named resource."""
+
+    def __init__(self, kind: str, name: str, namespace: str | None = None, detail: str = ""):
+        self.kind, self.name, self.namespace = kind, name, namespace
+        super().__init__(f"{_what(kind, name, namespace)}: {detail or self.reason}")
+
+    reason = ""
+
+
+class NotFound(ResourceError):
+    reason = "resource does not exist"
+
+
+class AlreadyExists(ResourceError):
+    reason = "resource already exists"
+
+
+class Conflict(ResourceError):
+    """The resource changed since the given resourceVersion was read."""
+
+    reason = "update conflict: the resource was modified since it was read"
 
 
 @attrs.frozen
 class Snapshot:
-    """Every resource at one revision."""
+    """Every synced resource at one revision."""
 
-    revision: int
+    revision: Any
     resources: tuple = ()
 
 
 @attrs.frozen
 class Event:
-    """One change after a snapshot's revision. ``resource`` is the new value, or the
-    last value for a delete."""
+    """One change after a revision. ``resource`` is the new value, or the last value
+    for a delete. ``revision`` is where a watch would resume after this event."""
 
     type: Literal["added", "modified", "deleted"]
-    resource: object
-    revision: int
+    resource: Any
+    revision: Any
+
+
+@attrs.frozen
+class Page:
+    """One page of a list. ``continue_token`` is None on the last page."""
+
+    items: tuple
+    revision: Any
+    continue_token: str | None = None
 
 
 class Datastore(Protocol):
-    def snapshot(self) -> Snapshot:
-        """Every resource the agent syncs, at one consistent revision."""
+    # -- typed CRUD -------------------------------------------------------------
 
-    def watch(self, revision: int, stop: threading.Event) -> Iterator[Event]:
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
+        """The stored resource, with ``metadata.resourceVersion`` set; NotFound."""
+
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> Page:
+        """Resources of ``kind``, sorted by (namespace, name).
+
+        ``namespace`` None means all namespaces; ``selector`` is a Calico selector on
+        ``metadata.labels``; ``limit`` > 0 pages the result: pass the page's
+        ``continue_token`` back for the next page, which is consistent with the first.
+        """
+
+    def create(self, resource: Any) -> Any:
+        """Store a new resource; AlreadyExists if one has its name. Returns it as
+        stored (resourceVersion, uid and creationTimestamp set)."""
+
+    def update(self, resource: Any) -> Any:
+        """Replace a stored resource. If ``metadata.resourceVersion`` is set, only if
+        the stored one still has it (Conflict otherwise); NotFound if absent."""
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, resource_version: str | None = None) -> Any:
+        """Remove a resource (only at ``resource_version`` if given: Conflict
+        otherwise) and return its last value; NotFound if absent."""
+
+    # -- sync ---------------------------------------------------------------------
+
+    def snapshot(self, kinds: Collection[str] | None = None) -> Snapshot:
+        """Every resource of ``kinds`` (None: every kind the plugin stores) at one
+        consistent revision."""
+
+    def watch(self, revision: Any, stop: threading.Event, kinds: Collection[str] | None = None) -> Iterator[Event]:
         """Every change after ``revision``, in order, until ``stop`` is set.
 
-        A watch that cannot resume (compacted history) relists and yields the
-        differences, so no change is lost or doubled. Raises DatastoreUnavailable
-        when the datastore goes away.
+        Transient disconnects are retried inside, resuming after the last event
+        delivered. When history is gone (compaction, 410 Gone) it relists and yields
+        the differences, so no change is lost or doubled. Raises
+        DatastoreUnavailable when the datastore stays unreachable.
         """
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections; a running watch ends."""

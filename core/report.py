@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -14,7 +14,7 @@ Reason = Literal["sync", "update", "resync", "config"]
 class PassReport:
     number: int
     reason: Reason
-    revision: int
+    revision: Any
     started: float  # time.time() when the pass began
     duration: float  # seconds
     changes: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)  # slot -> lines
