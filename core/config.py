@@ -161,15 +161,17 @@ def read(path: str | os.PathLike) -> Config:
     return parse(text, str(path))
 
 
-def bind_plugins(config: Config, installed: Installed, schema: SchemaLookup, source: str) -> Config:
-    """Check every slot's plugin name and structure the chosen plugins' tables.
+def bind_plugins(
+    config: Config, installed: Installed, schema: SchemaLookup, source: str, slots: tuple[str, ...] = SLOTS
+) -> Config:
+    """Check each slot's plugin name and structure the chosen plugins' tables.
 
     Returns the config with each slot's ``options`` set; raises ConfigError listing
     every problem across all slots.
     """
     problems: list[str] = []
-    slots = {}
-    for slot_name in SLOTS:
+    bound = {}
+    for slot_name in slots:
         slot = config.slot(slot_name)
         names = installed(slot_name)
         allowed = [*names, NONE] if slot_name in OPTIONAL_SLOTS else names
@@ -189,10 +191,10 @@ def bind_plugins(config: Config, installed: Installed, schema: SchemaLookup, sou
                     options = _converter.structure(dict(table), cls)
                 except Exception as exc:
                     problems += error_lines(exc, cls, snake, root=f"{slot_name}.{slot.type}")
-        slots[slot_name] = attrs.evolve(slot, options=options)
+        bound[slot_name] = attrs.evolve(slot, options=options)
     if problems:
         raise ConfigError(source, problems)
-    return attrs.evolve(config, **slots)
+    return attrs.evolve(config, **bound)
 
 
 def _installed(name: str, names: list[str]) -> str:

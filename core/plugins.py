@@ -66,17 +66,23 @@ class Plugins:
 
     @classmethod
     def load(
-        cls, config: cfg.Config, source: str = "calico.toml", registry: Registry | None = None, configure: bool = True
+        cls,
+        config: cfg.Config,
+        source: str = "calico.toml",
+        registry: Registry | None = None,
+        configure: bool = True,
+        slots: tuple[str, ...] = cfg.SLOTS,
     ) -> Plugins:
-        """Register the plugins ``config`` names, validate their tables and, unless
-        ``configure`` is false (a dry check), configure them.
+        """Register the plugins ``config`` names for ``slots`` (tools such as calicoctl
+        need only the datastore), validate their tables and, unless ``configure`` is
+        false (a dry check), configure them.
 
         Raises ConfigError for bad names or tables, PluginError for a broken plugin.
         """
         registry = registry or Registry()
         pm = pluggy.PluginManager("pycalico")
         pm.add_hookspecs(spec)
-        for slot in cfg.SLOTS:
+        for slot in slots:
             name = config.slot(slot).type
             if name in registry.names(slot):
                 pm.register(registry.load(slot, name), name=f"{slot}:{name}")
@@ -88,6 +94,7 @@ class Plugins:
             installed=registry.names,
             schema=lambda slot, name: pm.hook.pycalico_config_schema(slot=slot, name=name),
             source=source,
+            slots=slots,
         )
         try:
             pm.check_pending()
