@@ -60,6 +60,13 @@ class Conflict(ResourceError):
     reason = "update conflict: the resource was modified since it was read"
 
 
+class OperationNotSupported(ResourceError):
+    """This datastore does not allow that operation on that kind (KDD: WorkloadEndpoints
+    are Pods written by the CNI plugin, profiles are Namespaces, ...)."""
+
+    reason = "operation not supported"
+
+
 @attrs.frozen
 class Snapshot:
     """Every synced resource at one revision."""
