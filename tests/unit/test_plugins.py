@@ -126,3 +126,11 @@ def test_every_hook_is_called_by_the_plugin_manager():
 def test_registry_lists_entry_points_and_handed_in_plugins():
     registry = Registry({"policy": {"mine": object()}})
     assert "mine" in registry.names("policy")
+
+
+def test_every_hook_has_a_contract_and_is_documented_for_plugin_authors():
+    guide = (Path(spec.__file__).parents[1] / "docs" / "plugins.md").read_text()
+    for name in (n for n in dir(spec) if n.startswith("pycalico_")):
+        doc = getattr(spec, name).__doc__ or ""
+        assert len(doc.split()) >= 15, f"{name}: the docstring is the contract; it is missing"
+        assert f"`{name}(" in guide, f"{name} is not in docs/plugins.md"
