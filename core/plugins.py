@@ -38,17 +38,21 @@ class Registry:
     """Which plugins exist: installed entry points plus plugins handed in directly
     (tests, embedding), which shadow entry points of the same name."""
 
-    def __init__(self, extra: Extra | None = None):
+    def __init__(self, extra: Extra | None = None, installed: bool = True):
         self._extra = extra or {}
+        self._installed = installed  # False: only the handed-in plugins exist
+
+    def _entry_points(self, slot: str, **match: str) -> list:
+        return list(entry_points(group=group(slot), **match)) if self._installed else []
 
     def names(self, slot: str) -> list[str]:
-        found = {ep.name for ep in entry_points(group=group(slot))}
+        found = {ep.name for ep in self._entry_points(slot)}
         return sorted(found | set(self._extra.get(slot, {})))
 
     def load(self, slot: str, name: str) -> object:
         if name in self._extra.get(slot, {}):
             return self._extra[slot][name]
-        for ep in entry_points(group=group(slot), name=name):
+        for ep in self._entry_points(slot, name=name):
             try:
                 obj = ep.load()
             except Exception as exc:

@@ -101,7 +101,7 @@ class Store:
         return None
 
 
-REGISTRY = Registry({"policy": {"fancy": Fancy()}, "datastore": {"mem": Store()}})
+REGISTRY = Registry({"policy": {"fancy": Fancy()}, "datastore": {"mem": Store()}}, installed=False)
 
 
 def bind(text):
