@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -202,10 +203,14 @@ class Lab:
 
     def node_env(self, node: str | NodeRecord) -> dict[str, str]:
         n = node if isinstance(node, NodeRecord) else self.node(node)
+        # pycalico's own commands (calicoctl, calico-node) first on PATH, from the
+        # environment the lab runs in, so a venv need not be activated.
+        tools = os.path.dirname(sys.executable)
         return {
             "CALICO_CONFIG": n.config_path,
             "CALICO_NODENAME": n.name,
             "ETCD_ENDPOINTS": ",".join(self.etcd_endpoints),
+            "PATH": f"{tools}:{os.environ.get('PATH', os.defpath)}",
         }
 
     def exec(self, node: str | NodeRecord, argv: Sequence[str],

@@ -30,6 +30,59 @@ def matrix(lab: Lab) -> str:
     return "\n".join(lines)
 
 
+MANIFEST = """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 10.65.0.0/16
+  ipipMode: Never
+  vxlanMode: Never
+  natOutgoing: true
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: true
+  asNumber: 64512
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: allow-dns
+spec:
+  selector: all()
+  types: [Egress]
+  egress:
+    - action: Allow
+      protocol: UDP
+      destination:
+        ports: [53]
+"""
+
+
+def run_on(lab: Lab, node: str, argv: list[str], stdin: str | None = None) -> str:
+    """A command in a node's namespace, with its output indented for the transcript."""
+    print(f"\n{node}$ {' '.join(argv)}")
+    result = lab.exec(node, argv, input=stdin, capture_output=True, text=True)
+    out = "\n".join(line for line in (result.stdout + result.stderr).splitlines() if line.strip())
+    print("  " + out.replace("\n", "\n  "))
+    return out
+
+
+def datastore(lab: Lab) -> None:
+    """Calico resources in through one node, out through another, stored in the lab's etcd."""
+    first, last = lab.nodes[0].name, lab.nodes[-1].name
+    run_on(lab, first, ["calicoctl", "apply", "-f", "-"], stdin=MANIFEST)
+    run_on(lab, last, ["calicoctl", "get", "ippools", "-o", "wide"])
+    run_on(lab, last, ["calicoctl", "get", "globalnetworkpolicies"])
+    endpoints = ",".join(lab.etcd_endpoints)
+    run_on(lab, last, ["etcdctl", f"--endpoints={endpoints}", "get", "--prefix", "--keys-only", "/calico/resources/"])
+
+
 def show(lab: Lab) -> None:
     print(f"\nLab {lab.name!r}: {len(lab.nodes)} nodes on the underlay bridge in {lab.underlay_netns}")
     print(f"  etcd        {', '.join(lab.etcd_endpoints)} in {lab.cp_netns}: "
@@ -48,6 +101,7 @@ def run(name: str = "demo", keep: bool = False, nodes: int = 3, state_root: str 
     lab = Lab.up(name, nodes=nodes, state_root=state_root, recreate=True)
     try:
         show(lab)
+        datastore(lab)
     finally:
         if keep:
             print(f"\nKept. Try:\n  calico-lab status --name {name}\n"

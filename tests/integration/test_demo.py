@@ -25,5 +25,9 @@ def test_demo_builds_shows_and_tears_down(tmp_path):
     matrix = out.split("ping from row to column):\n")[1].split("\n\n")[0].splitlines()
     assert len(matrix) == 4 and "FAIL" not in "\n".join(matrix)
     assert sum(row.split().count("ok") for row in matrix[1:]) == 6
+    # Resources applied on node1 with calicoctl are read back on node3 from the lab's etcd.
+    assert "Successfully applied 3 resource(s)" in out
+    assert "default-ipv4-ippool   10.65.0.0/16   true" in out
+    assert "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/allow-dns" in out
     assert f"Lab {name!r} torn down" in out
     assert not [ns for ns in netns.list_netns() if ns.startswith(f"{name}-")]
