@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-etcd_fixtures = pytest.importorskip("etcd_fixtures")
-etcd_server = etcd_fixtures.etcd_server  # the fixture: a fresh etcd per test
-free_ports = etcd_fixtures.free_ports
-
-from pycalico.core.resources.codec import YamlLoader  # noqa: E402
+from etcd_fixtures import free_ports
+from pycalico.core.resources.codec import YamlLoader
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
 DOCS_EXAMPLES = [
@@ -37,8 +34,7 @@ CALICO_VARS = ("CALICO_CONFIG", "DATASTORE_TYPE", "ETCD_ENDPOINTS", "ETCD_CA_CER
 @pytest.fixture
 def calicoctl(etcd_server, tmp_path):
     """``calicoctl(*args, via="env"|"config", stdin=...)`` -> CompletedProcess."""
-    if not CALICOCTL.exists():
-        pytest.skip(f"{CALICOCTL} is not installed (pip install -e .)")
+    assert CALICOCTL.exists(), f"{CALICOCTL} is not installed (pip install -e .)"
     config = tmp_path / "calico.toml"
     config.write_text(f'[datastore]\ntype = "etcd"\n\n[datastore.etcd]\nendpoints = ["{etcd_server.endpoint}"]\n')
     base = {k: v for k, v in os.environ.items() if k not in CALICO_VARS}
