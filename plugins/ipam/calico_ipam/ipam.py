@@ -1,0 +1,48 @@
+"""The IP address manager of one node: ``IPAM(datastore, node)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .allocator import Allocator
+from .check import Checker
+from .release import Releaser
+from .store import Store
+
+
+class IPAM(Allocator, Releaser, Checker):
+    """Calico's block-affinity IPAM for ``node``, on ``datastore``.
+
+    Allocation: ``auto_assign``, ``assign_ip``. Release: ``release_ips``,
+    ``release_by_handle``, ``release_affinity``, ``release_host_affinities``. Queries:
+    ``get_assignment_attributes``, ``ips_by_handle``, ``usage``. Upkeep: ``check``,
+    ``repair``.
+
+    ``clock`` (Unix seconds) times cooldowns and block claims; tests inject one.
+    ``checkpoint(name)`` is called between two writes of one operation, a test seam for
+    ending a process half way: ``affinity-pending`` (claim: affinity written, block
+    not), ``block-created`` (block written, affinity not confirmed), ``handle-counted``
+    (handle written, block not), ``block-released`` (block written, handle not
+    lowered), ``affinity-pending-deletion`` and ``block-released-from-affinity``
+    (giving a block up).
+
+    One instance may be shared by threads; it keeps no state between calls beyond the
+    datastore it was given.
+    """
+
+    def __init__(self, datastore, node: str, clock: Callable[[], float] = time.time,
+                 checkpoint: Callable[[str], None] | None = None):
+        if not node:
+            raise ValueError("a node name is required")
+        self.node = node
+        self.clock = clock
+        self.store = Store(datastore, checkpoint)
+        self._held_cache = None
+
+    @property
+    def datastore(self):
+        return self.store.ds
+
+    def __repr__(self) -> str:
+        return f"IPAM(node={self.node!r}, datastore={self.store.ds!r})"
