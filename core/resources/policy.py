@@ -246,16 +246,6 @@ def _policy_checks(spec, global_policy: bool):
         yield "performanceHints", "hints must be unique"
 
 
-def _spec_defaults(spec):
-    """Calico's defaults for a policy spec: types from the rules present, the default tier."""
-    changes = {}
-    if not spec.types:
-        changes["types"] = default_policy_types(spec.ingress, spec.egress)
-    if not spec.tier:
-        changes["tier"] = DEFAULT_TIER
-    return attrs.evolve(spec, **changes) if changes else spec
-
-
 class _Policy(Resource):
     """What NetworkPolicy and GlobalNetworkPolicy share: spec defaults and a name rule."""
 
@@ -275,7 +265,9 @@ class _Policy(Resource):
 
 
 @model
-class NetworkPolicySpec:
+class _PolicySpec:
+    """The spec fields NetworkPolicy and GlobalNetworkPolicy share."""
+
     tier: str | None = field(validated(check_name))
     order: float | None = field()
     ingress: tuple[Rule, ...] | None = field()
@@ -285,11 +277,20 @@ class NetworkPolicySpec:
     service_account_selector: str | None = field(validated(check_selector))
     performance_hints: tuple[str, ...] | None = field(each(lambda v: _one_of(v, PERFORMANCE_HINTS)))
 
+    def with_defaults(self):
+        """Calico's defaults: types from the rules present, the default tier."""
+        changes = {}
+        if not self.types:
+            changes["types"] = default_policy_types(self.ingress, self.egress)
+        if not self.tier:
+            changes["tier"] = DEFAULT_TIER
+        return attrs.evolve(self, **changes) if changes else self
+
+
+@model
+class NetworkPolicySpec(_PolicySpec):
     def _checks(self):
         yield from _policy_checks(self, global_policy=False)
-
-    def with_defaults(self):
-        return _spec_defaults(self)
 
 
 def _one_of(value, choices) -> None:
@@ -309,19 +310,11 @@ class NetworkPolicy(_Policy):
 
 
 @model
-class GlobalNetworkPolicySpec:
-    tier: str | None = field(validated(check_name))
-    order: float | None = field()
-    ingress: tuple[Rule, ...] | None = field()
-    egress: tuple[Rule, ...] | None = field()
-    selector: str | None = field(validated(check_selector))
-    types: tuple[str, ...] | None = field(each(lambda v: _one_of(v, POLICY_TYPES)))
+class GlobalNetworkPolicySpec(_PolicySpec):
     do_not_track: bool | None = field()
     pre_dnat: bool | None = field(key="preDNAT")
     apply_on_forward: bool | None = field()
-    service_account_selector: str | None = field(validated(check_selector))
     namespace_selector: str | None = field(validated(check_selector))
-    performance_hints: tuple[str, ...] | None = field(each(lambda v: _one_of(v, PERFORMANCE_HINTS)))
 
     def _checks(self):
         if self.do_not_track and self.pre_dnat:
@@ -335,9 +328,6 @@ class GlobalNetworkPolicySpec:
         yield from _policy_checks(self, global_policy=True)
         if self.namespace_selector and GLOBAL in self.namespace_selector:
             yield "namespaceSelector", f"{GLOBAL} can only be used in an EntityRule namespaceSelector"
-
-    def with_defaults(self):
-        return _spec_defaults(self)
 
 
 @model
