@@ -5,4 +5,4 @@ from pathlib import Path
 # sys.path so that only the installed `pycalico` namespace is importable.
 sys.path.insert(0, str(Path(__file__).parent))
 
-pytest_plugins = ["lab_fixtures", "etcd_fixtures"]
+pytest_plugins = ["lab_fixtures", "etcd_fixtures", "kdd_fixtures"]
