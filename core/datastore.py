@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from pycalico.hooks import hookimpl
+
 
 class DatastoreError(Exception):
     """Base of the datastore's typed errors."""
@@ -144,3 +146,51 @@ class Datastore(Protocol):
 
     def close(self) -> None:
         """Release connections; a running watch ends."""
+
+
+class DatastorePlugin:
+    """The hook implementations every datastore plugin has: it declares its options
+    table, connects when its name fills the slot (checking the datastore answers), and
+    closes what it opened when the process unconfigures.
+
+    ``store_class(options)`` builds an unconnected store with a ``ping()`` and a
+    ``close()``; a plugin module registers ``DatastorePlugin(NAME, Options, Store)``.
+    """
+
+    def __init__(self, name: str, options_class: type, store_class: type):
+        self.name = name
+        self.options_class = options_class
+        self.store_class = store_class
+        self._stores: list = []
+        self._lock = threading.Lock()
+
+    def connect(self, options: Any = None) -> Any:
+        """A store on ``options`` (the defaults if None), checked to answer
+        (DatastoreUnavailable if not)."""
+        store = self.store_class(options or self.options_class())
+        try:
+            store.ping()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @hookimpl
+    def pycalico_config_schema(self, slot: str, name: str) -> type | None:
+        return self.options_class if (slot, name) == ("datastore", self.name) else None
+
+    @hookimpl
+    def pycalico_datastore(self, config: Any) -> Any:
+        if config.datastore.type != self.name:
+            return None
+        store = self.connect(config.datastore.options)
+        with self._lock:
+            self._stores.append(store)
+        return store
+
+    @hookimpl
+    def pycalico_unconfigure(self, config: Any) -> None:
+        with self._lock:
+            stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()

@@ -17,9 +17,7 @@ See docs/kubernetes-datastore.md.
 
 from __future__ import annotations
 
-import threading
-
-from pycalico.hooks import hookimpl
+from pycalico.core.datastore import DatastorePlugin
 
 from .api import ApiError, KubeAPI
 from .crds import crd_manifests, install_crds
@@ -46,46 +44,5 @@ __all__ = [
 ]
 
 
-def connect(options: Options | None = None) -> KubernetesDatastore:
-    """A datastore on the API server ``options`` name, checked to answer
-    (DatastoreUnavailable if not)."""
-    store = KubernetesDatastore(options or Options())
-    try:
-        store.ping()
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-class KubernetesPlugin:
-    """The hook implementations; ``plugin`` below is the registered instance."""
-
-    def __init__(self) -> None:
-        self._stores: list[KubernetesDatastore] = []
-        self._lock = threading.Lock()
-
-    @hookimpl
-    def pycalico_config_schema(self, slot: str, name: str) -> type | None:
-        if (slot, name) == ("datastore", NAME):
-            return Options
-        return None
-
-    @hookimpl
-    def pycalico_datastore(self, config) -> KubernetesDatastore | None:
-        if config.datastore.type != NAME:
-            return None
-        store = connect(config.datastore.options or Options())
-        with self._lock:
-            self._stores.append(store)
-        return store
-
-    @hookimpl
-    def pycalico_unconfigure(self, config) -> None:
-        with self._lock:
-            stores, self._stores = self._stores, []
-        for store in stores:
-            store.close()
-
-
-plugin = KubernetesPlugin()
+plugin = DatastorePlugin(NAME, Options, KubernetesDatastore)
+connect = plugin.connect
