@@ -32,7 +32,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip 'setuptools>=68' wheel
+	$(VENV)/bin/pip install -q --upgrade pip 'setuptools>=77' wheel
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
