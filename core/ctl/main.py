@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "apply": "pycalico.core.ctl.commands:apply",
     "delete": "pycalico.core.ctl.commands:delete",
     "get": "pycalico.core.ctl.commands:get",
+    "ipam": "pycalico.core.ctl.ipam:run",
     "version": "pycalico.core.ctl.version:run",
 }
 ENTRY_POINT_GROUP = "pycalico.calicoctl"
@@ -37,6 +38,7 @@ Usage:
                  name.
     get          Get a resource identified by file, directory, stdin or resource type and
                  name.
+    ipam         IP address management.
     version      Display the version of this binary.
 
 Options:

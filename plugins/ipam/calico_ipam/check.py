@@ -163,8 +163,8 @@ class Checker:
             b = view(raw, now, cooldown)
             used, cooling = len(b.in_use()), len(b.cooling())
             usage = BlockUsage(b.cidr, b.host, b.size, used, cooling, len(b.unallocated))
-            group = next((u for u, p in zip(out, all_pools) if b.network.subnet_of(pools.network(p))
-                          and b.network.version == pools.network(p).version), None)
+            group = next((u for u, p in zip(out, all_pools) if b.network.version == pools.network(p).version
+                          and b.network.subnet_of(pools.network(p))), None)
             if group is None:
                 group = orphans
                 group.total += b.size

@@ -1,0 +1,245 @@
+"""Allocation rate of calico-ipam with 1, 4 and 16 concurrent allocators, against the
+bare compare-and-swap writes one allocation cannot do without.
+
+    .venv/bin/python benchmarks/ipam_rates.py [--count 100] [--allocators 1,4,16] [--mode processes]
+
+Starts its own etcd (loopback, free ports, a temp dir removed afterwards) with one pool
+(10.0.0.0/16, /26 blocks). Each allocator is an OS process by default (``--mode
+threads``: threads of one process, sharing its interpreter), standing for one node: its
+own node name, its own blocks, its own etcd connection, as the CNI plugins of N nodes
+allocating at once. Every allocator waits until all are connected, then does
+``--count`` ``auto_assign`` calls of one IPv4 address each; the rate is all the
+allocations over the time from the start signal to the last one done.
+
+Reference floor, same run, same concurrency, same mode: each worker does ``--count``
+bare writes through the etcd plugin of what one allocation must write in Calico's
+design: create the handle, then compare-and-swap the node's block (at the revision its
+previous write returned, so no read). ``ratio`` is calico-ipam's rate over the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+POOL = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bench}\nspec: {cidr: 10.0.0.0/16}\n"
+
+
+class LocalEtcd:
+    """A single-member etcd on free loopback ports, killed by its pid on exit."""
+
+    def __enter__(self) -> LocalEtcd:
+        self.dir = Path(tempfile.mkdtemp(prefix="pycalico-ipam-rates-"))
+        socks = [socket.socket() for _ in range(2)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        client, peer_port = (s.getsockname()[1] for s in socks)
+        for s in socks:
+            s.close()
+        self.endpoint, peer = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer_port}"
+        with open(self.dir / "etcd.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [ETCD, "--name", "bench", "--data-dir", str(self.dir / "data"),
+                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"bench={peer}", "--heartbeat-interval", "10", "--election-timeout", "100",
+                 "--logger", "zap", "--log-outputs", "stderr"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        with requests.Session() as s:
+            s.trust_env = False
+            while time.monotonic() < deadline:
+                try:
+                    if int(s.post(f"{self.endpoint}/v3/maintenance/status", json={}, timeout=0.5).json()["leader"]):
+                        return self
+                except (requests.RequestException, ValueError, KeyError):
+                    time.sleep(0.02)
+        self.__exit__()
+        raise RuntimeError("etcd did not start")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def connect(endpoint: str):
+    from pycalico.plugins.datastore.etcd import Options, connect as etcd_connect
+
+    return etcd_connect(Options(endpoints=(endpoint,), timeout_seconds=30))
+
+
+# --- one worker ----------------------------------------------------------------------------------
+
+
+def prepare(kind: str, endpoint: str, node: str, prefix: str):
+    """Connect (and for the floor, create the node's block); returns work(count) -> addresses."""
+    ds = connect(endpoint)
+    if kind == "ipam":
+        from pycalico.plugins.ipam.calico_ipam import IPAM
+
+        ipam = IPAM(ds, node)
+
+        def work(count: int) -> list[str]:
+            return [str(i.ip) for n in range(count)
+                    for i in ipam.auto_assign(f"{prefix}-{n}", {"pod": f"{prefix}-{n}", "namespace": "bench"}).all]
+
+        return ds, work
+
+    import attrs
+
+    from pycalico.core.resources.ipam import IPAMBlock, IPAMHandle, IPAMHandleSpec
+    from pycalico.core.resources.meta import ObjectMeta
+
+    import ipaddress
+
+    level, worker = (int(x) for x in node.removeprefix("floor").split("-"))
+    cidr = f"{ipaddress.ip_address('10.254.0.0') + 64 * (level * level + worker)}/26"  # outside the pool, unique
+    block = ds.create(IPAMBlock.new(cidr, f"host:{node}"))
+
+    def work(count: int) -> list[str]:
+        nonlocal block
+        for n in range(count):
+            ds.create(IPAMHandle(metadata=ObjectMeta(name=f"{prefix}-{n}"),
+                                 spec=IPAMHandleSpec(handle_id=f"{prefix}-{n}", block={cidr: 1})))
+            block = ds.update(attrs.evolve(block, spec=attrs.evolve(block.spec, sequence_number=n + 1)))
+        return []
+
+    return ds, work
+
+
+CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ipam_rates import prepare
+kind, endpoint, node, prefix, count = sys.argv[2:7]
+ds, work = prepare(kind, endpoint, node, prefix)
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps(work(int(count))), flush=True)
+ds.close()
+"""
+
+
+def run_processes(kind: str, endpoint: str, workers: int, count: int, tag: str) -> tuple[float, list[str]]:
+    here = str(Path(__file__).resolve().parent)
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, here, kind, endpoint, f"{tag}-{w}",
+                                  f"{tag}-{w}-h", str(count)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for w in range(workers)]
+    try:
+        for c in children:
+            if c.stdout.readline().strip() != "ready":
+                raise RuntimeError("a worker did not start")
+        began = time.perf_counter()
+        for c in children:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        got: list[str] = []
+        for c in children:
+            got += json.loads(c.stdout.readline())
+        took = time.perf_counter() - began
+        for c in children:
+            c.wait(60)
+        return took, got
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait(10)
+
+
+def run_threads(kind: str, endpoint: str, workers: int, count: int, tag: str) -> tuple[float, list[str]]:
+    prepared = [prepare(kind, endpoint, f"{tag}-{w}", f"{tag}-{w}-h") for w in range(workers)]
+    start = threading.Barrier(workers + 1)
+    results: list[list[str]] = [[] for _ in range(workers)]
+    errors: list[BaseException] = []
+
+    def body(w: int) -> None:
+        start.wait()
+        try:
+            results[w] = prepared[w][1](count)
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - began
+    for ds, _ in prepared:
+        ds.close()
+    if errors:
+        raise errors[0]
+    return took, [ip for r in results for ip in r]
+
+
+def remove_floor_records(ds) -> None:
+    """The floor's handles and blocks are not IPAM's: gone before the check."""
+    from pycalico.core.resources.ipam import IPAMBlock, IPAMHandle
+    from pycalico.plugins.ipam.calico_ipam.store import Store
+
+    store = Store(ds)
+    for h in store.handles():
+        if h.metadata.name.startswith("floor"):
+            ds.delete(IPAMHandle.KIND, h.metadata.name)
+    for b in store.blocks():
+        if b.cidr.startswith("10.254."):
+            ds.delete(IPAMBlock.KIND, b.resource.metadata.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100, help="allocations per allocator")
+    parser.add_argument("--allocators", default="1,4,16", help="comma-separated concurrency levels")
+    parser.add_argument("--mode", choices=("processes", "threads"), default="processes")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.allocators.split(",")]
+    run = run_processes if args.mode == "processes" else run_threads
+
+    from pycalico.core.resources import load_resources
+    from pycalico.plugins.ipam.calico_ipam import IPAM
+
+    rows = []
+    with LocalEtcd() as etcd:
+        ds = connect(etcd.endpoint)
+        ds.create(load_resources(POOL)[0])
+        for level in levels:
+            total = level * args.count
+            floor_took, _ = run("floor", etcd.endpoint, level, args.count, f"floor{level}")
+            ipam_took, ips = run("ipam", etcd.endpoint, level, args.count, f"node{level}")
+            if len(ips) != total or len(set(ips)) != total:
+                raise SystemExit(f"{level} allocators: {len(set(ips))} distinct addresses of {len(ips)}, "
+                                 f"expected {total}")
+            rows.append((level, total / ipam_took, total / floor_took))
+        remove_floor_records(ds)
+        report = IPAM(ds, "bench").check()
+        ds.close()
+
+    print(f"calico-ipam auto_assign, one IPv4 address per call, {args.count} calls per allocator; "
+          f"allocators are {args.mode} (one node each); etcd {ETCD} on loopback; {os.cpu_count()} CPUs")
+    print(f"{'allocators':>10}  {'calico-ipam':>16}  {'floor (handle + CAS)':>22}  {'ratio':>6}")
+    for level, rate, floor in rows:
+        print(f"{level:>10}  {rate:>12,.0f} /s  {floor:>18,.0f} /s  {rate / floor:>6.2f}")
+    print(f"every address distinct; check afterwards: {'clean' if report.ok else str(report)}")
+
+
+if __name__ == "__main__":
+    main()
