@@ -1,18 +1,28 @@
-"""Benchmark the initial sync of the datastore plugins against a raw read of the same keys.
+"""Benchmark the initial sync of the datastore plugins against a raw read of the same data.
 
-    .venv/bin/python benchmarks/datastore_sync.py [--count 10000] [--repeat 3]
+    .venv/bin/python benchmarks/datastore_sync.py [--backend etcd|kubernetes|all]
+        [--count 10000] [--repeat 3]
 
-Starts its own etcd (loopback, free ports, data in a temp dir that is removed
-afterwards), writes ``--count`` realistic WorkloadEndpoints through the etcd plugin,
-then measures, each in a fresh subprocess:
+Each backend (``BACKENDS``) sets up its own datastore, fills it with ``--count``
+WorkloadEndpoints and measures, each run in a fresh subprocess, the floor and the
+plugin side by side (interleaved, so that a noisy machine hits both alike):
 
-* the plugin's ``snapshot()`` (every synced kind at one revision, decoded into typed
-  resources): wall time, peak RSS growth (``VmHWM``) and, in a second run, the peak of
-  Python allocations (``tracemalloc``);
-* ``etcdctl get --prefix`` of the same keys, output discarded: the floor (wall time).
+* etcd: its own etcd (loopback, free ports, data in a temp dir that is removed
+  afterwards), the WorkloadEndpoints written through the etcd plugin. Floor:
+  ``etcdctl get --prefix`` of the same keys, output discarded. Plugin: ``snapshot()``
+  (every synced kind at one revision, decoded into typed resources).
+* kubernetes (KDD): the API server stand-in of ``tests/kubeapi`` (test code; a real
+  kube-apiserver cannot be installed on these machines) in its own process, holding
+  ``--count`` realistic Pods, which KDD shows as WorkloadEndpoints (see ``_kdd.py``).
+  Floor: a raw paged list of /api/v1/pods (limit 500, as the plugin pages) through
+  the ``kubernetes`` client, JSON-decoded page by page, nothing converted. Plugin:
+  ``snapshot(kinds=("WorkloadEndpoint",))`` (the same pages, converted to typed
+  WorkloadEndpoints).
 
-Each backend is one function in ``BACKENDS`` taking the running datastore's
-description and returning its measurements; a KDD plugin adds ``measure_kdd`` there.
+For every run: wall time, the measuring process's CPU time ("client CPU": the wall
+time also holds the server's work, and for KDD the stand-in is slow Python), peak RSS
+growth (``VmHWM``) and, in one more plugin run, the peak of Python allocations
+(``tracemalloc``).
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
+import _kdd  # benchmarks/ is on sys.path (the script's own directory)
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -161,7 +173,7 @@ def populate(endpoint: str, count: int) -> float:
     return time.perf_counter() - began
 
 
-# --- measurements (each backend: one function) ----------------------------------------
+# --- measurements (each backend: one function in BACKENDS) --------------------------
 
 
 def _subprocess_json(args: list[str]) -> dict:
@@ -171,32 +183,76 @@ def _subprocess_json(args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_etcd(endpoint: str, repeat: int) -> dict:
-    """The etcd plugin's snapshot(), each run in a fresh interpreter."""
-    runs = [_subprocess_json(["--child", "etcd", "--endpoint", endpoint]) for _ in range(repeat)]
-    traced = _subprocess_json(["--child", "etcd", "--endpoint", endpoint, "--tracemalloc"])
+def _median(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+def _side_by_side(floor, plugin, traced, repeat: int) -> tuple[dict, dict]:
+    """``repeat`` runs of the floor and of the plugin, interleaved, then one traced
+    plugin run; the medians, with the traced peak added to the plugin's."""
+    floors, plugins = [], []
+    for _ in range(repeat):
+        floors.append(floor())
+        plugins.append(plugin())
+    result = _median(plugins)
+    result["traced_peak_mb"] = traced()["traced_peak_mb"]
+    return _median(floors), result
+
+
+def run_etcdctl(etcd: LocalEtcd) -> dict:
+    """``etcdctl get --prefix`` of the same keys, output discarded: wall and CPU time."""
+    cmd, env = etcd.etcdctl("get", "--prefix", WEP_PREFIX)
+    began = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # its own rusage: CPU time and peak RSS
+    seconds = time.perf_counter() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"etcdctl exited {proc.returncode}")
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "rss_peak_mb": usage.ru_maxrss / 1024}
+
+
+def run_etcd(args) -> dict:
+    with LocalEtcd() as etcd:
+        wrote = populate(etcd.endpoint, args.count)
+        child = ["--child", "etcd", "--endpoint", etcd.endpoint]
+        floor, plugin = _side_by_side(lambda: run_etcdctl(etcd), lambda: _subprocess_json(child),
+                                      lambda: _subprocess_json([*child, "--tracemalloc"]), args.repeat)
     return {
-        "seconds": statistics.median(r["seconds"] for r in runs),
-        "resources": runs[0]["resources"],
-        "rss_growth_mb": statistics.median(r["rss_growth_mb"] for r in runs),
-        "rss_peak_mb": statistics.median(r["rss_peak_mb"] for r in runs),
-        "traced_peak_mb": traced["traced_peak_mb"],
+        "title": "etcd",
+        "setup": f"wrote {args.count} WorkloadEndpoints through the etcd plugin in {wrote:.1f}s "
+                 f"({args.count / wrote:.0f}/s, 8 threads)",
+        "floor_name": "etcdctl get --prefix",
+        "floor": floor,
+        "plugin_name": "etcd plugin snapshot()",
+        "plugin": plugin,
     }
 
 
-# A KDD plugin adds measure_kdd(endpoint, repeat) here, with its own populate step.
-BACKENDS = {"etcd": measure_etcd}
+def run_kdd(args) -> dict:
+    with _kdd.StandIn(args.count) as api:
+        child = ["--child", "kubernetes", "--endpoint", str(api.kubeconfig)]
+        floor_child = ["--child", "kubernetes-floor", "--endpoint", str(api.kubeconfig)]
+        floor, plugin = _side_by_side(lambda: _subprocess_json(floor_child), lambda: _subprocess_json(child),
+                                      lambda: _subprocess_json([*child, "--tracemalloc"]), args.repeat)
+    return {
+        "title": "kubernetes (KDD)",
+        "setup": f"put {args.count} Pods ({floor['bytes'] / 2**20:.1f} MB as listed, "
+                 f"{floor['bytes'] / args.count / 1024:.1f} KiB each) in the API server stand-in "
+                 f"in {api.populate_seconds:.1f}s",
+        "notes": [_kdd.NOTE],
+        "floor_name": "raw paged list, kubernetes client",
+        "floor": floor,
+        "plugin_name": "KDD plugin snapshot(WorkloadEndpoint)",
+        "plugin": plugin,
+    }
 
 
-def measure_etcdctl(etcd: LocalEtcd, repeat: int) -> dict:
-    """``etcdctl get --prefix`` of the same keys, output discarded (wall time)."""
-    cmd, env = etcd.etcdctl("get", "--prefix", WEP_PREFIX)
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True, timeout=300)
-        times.append(time.perf_counter() - began)
-    return {"seconds": statistics.median(times)}
+BACKENDS = {"etcd": run_etcd, "kubernetes": run_kdd}
 
 
 def _peak_rss_kib() -> int:
@@ -210,56 +266,120 @@ def _peak_rss_kib() -> int:
 
 
 def child(backend: str, endpoint: str, traced: bool) -> None:
-    """Runs in the subprocess: one snapshot, measured; prints one JSON line."""
+    """Runs in the subprocess: one read, measured; prints one JSON line. ``endpoint``
+    is etcd's URL, or the kubeconfig of the API server stand-in."""
     import tracemalloc
 
-    from pycalico.plugins.datastore.etcd import Options, connect
+    if backend == "kubernetes-floor":
+        read, close = _kdd_raw_list(endpoint)
+    else:
+        if backend == "etcd":
+            from pycalico.plugins.datastore.etcd import Options, connect
 
-    store = connect(Options(endpoints=(endpoint,), timeout_seconds=60))
-    store.ping()
+            store = connect(Options(endpoints=(endpoint,), timeout_seconds=60))
+            kinds = None  # every synced kind (only WorkloadEndpoints are stored)
+        else:
+            from pycalico.plugins.datastore.kubernetes import Options, connect
+
+            store = connect(Options(kubeconfig=endpoint, timeout_seconds=60))
+            kinds = ("WorkloadEndpoint",)  # the other kinds need Calico's CRDs installed
+        store.ping()
+
+        def read() -> dict:
+            return {"resources": len(store.snapshot(kinds=kinds).resources)}
+
+        close = store.close
     before = _peak_rss_kib()
     if traced:
         tracemalloc.start()
-    began = time.perf_counter()
-    snap = store.snapshot()
-    seconds = time.perf_counter() - began
-    out = {"seconds": seconds, "resources": len(snap.resources)}
+    began, cpu = time.perf_counter(), time.process_time()
+    out = read()
+    out.update(seconds=time.perf_counter() - began, cpu_seconds=time.process_time() - cpu)
     if traced:
         out["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     after = _peak_rss_kib()
     out["rss_growth_mb"] = (after - before) / 1024
     out["rss_peak_mb"] = after / 1024
-    store.close()
+    close()
     print(json.dumps(out))
+
+
+def _kdd_raw_list(kubeconfig: str):
+    """The KDD floor: every pod, paged as the plugin pages (limit 500), through the
+    ``kubernetes`` client's CoreV1Api without its model classes (raw response, one
+    json.loads per page for the continue token); nothing kept but counts."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg, persist_config=False)
+    api = client.ApiClient(cfg)
+    v1 = client.CoreV1Api(api)
+    client.VersionApi(api).get_code()  # connected, as the plugin's ping() is
+
+    def read() -> dict:
+        items = size = 0
+        token = None
+        while True:
+            resp = v1.list_pod_for_all_namespaces(limit=500, _continue=token, _preload_content=False)
+            data = resp.data
+            size += len(data)
+            page = json.loads(data)
+            items += len(page["items"])
+            token = page["metadata"].get("continue")
+            if not token:
+                return {"resources": items, "bytes": size}
+
+    return read, api.close
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", choices=sorted(BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["etcd", "kubernetes", "kubernetes-floor"], help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--tracemalloc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.endpoint, args.tracemalloc)
         return
-    with LocalEtcd() as etcd:
-        wrote = populate(etcd.endpoint, args.count)
-        print(f"wrote {args.count} WorkloadEndpoints through the plugin in {wrote:.1f}s "
-              f"({args.count / wrote:.0f}/s, 8 threads)")
-        floor = measure_etcdctl(etcd, args.repeat)
-        results = {name: fn(etcd.endpoint, args.repeat) for name, fn in BACKENDS.items()}
-    print(f"\ninitial sync of {args.count} WorkloadEndpoints (median of {args.repeat}):")
-    print(f"  {'etcdctl get --prefix (floor)':34} {floor['seconds']:7.3f} s")
-    for name, r in results.items():
-        assert r["resources"] == args.count, r
-        ratio = r["seconds"] / floor["seconds"]
-        print(f"  {name + ' plugin snapshot()':34} {r['seconds']:7.3f} s   x{ratio:.1f} the floor   "
-              f"peak RSS {r['rss_peak_mb']:.0f} MB (+{r['rss_growth_mb']:.0f} MB), "
-              f"traced peak {r['traced_peak_mb']:.0f} MB "
-              f"({r['traced_peak_mb'] * 2**20 / args.count / 1024:.1f} KiB/resource)")
+    began = time.perf_counter()
+    print(f"start: {_load()}")
+    results = []
+    for name in BACKENDS if args.backend == "all" else [args.backend]:
+        r = BACKENDS[name](args)
+        print(f"{r['title']}: {r['setup']}")
+        for note in r.get("notes", ()):
+            print(f"  note: {note}")
+        results.append(r)
+    print(f"end: {_load()}; {time.perf_counter() - began:.0f}s in all")
+    print(f"\ninitial sync of {args.count} WorkloadEndpoints (median of {args.repeat}; each run a fresh process, "
+          "floor and plugin runs interleaved; CPU = the reading process's own, user+sys):")
+    print(f"    {'':44} {'wall':>9} {'':8} {'CPU':>9} {'':8} {'peak RSS (growth)':>18}   traced peak")
+    for r in results:
+        floor, plugin = r["floor"], r["plugin"]
+        assert plugin["resources"] == floor.get("resources", args.count) == args.count, (floor, plugin)
+        print(f"  [{r['title']}]")
+        print(_row(r["floor_name"] + " (floor)", floor))
+        print(_row(r["plugin_name"], plugin, floor, args.count))
+
+
+def _row(name: str, r: dict, floor: dict | None = None, count: int = 0) -> str:
+    def ratio(key: str) -> str:
+        return f"x{r[key] / floor[key]:<6.1f}" if floor else ""
+
+    rss = f"{r['rss_peak_mb']:.0f} MB" + (f" (+{r['rss_growth_mb']:.0f} MB)" if "rss_growth_mb" in r else "")
+    traced = (f"{r['traced_peak_mb']:.0f} MB ({r['traced_peak_mb'] * 2**20 / count / 1024:.1f} KiB/resource)"
+              if "traced_peak_mb" in r else "")
+    return (f"    {name:44} {r['seconds']:7.3f} s {ratio('seconds'):8} {r['cpu_seconds']:7.3f} s "
+            f"{ratio('cpu_seconds'):8} {rss:>18}   {traced}").rstrip()
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ None); the Established/NamesAccepted conditions are set at once."""
 
 from __future__ import annotations
 
-import copy
-
 from . import validation as v
 from .resources import ResourceType, Strategy, version_priority, without
+from .store import clone
 
 CRD_TYPE_ID = "customresourcedefinitions.apiextensions.k8s.io"
 
@@ -36,7 +35,7 @@ class CRDStrategy(Strategy):
 
     def prepare_update(self, new, old, version):
         self._defaults(new)
-        status = copy.deepcopy(old.get("status") or {})
+        status = clone(old.get("status") or {})
         stored = status.setdefault("storedVersions", [])
         for ver in (new.get("spec") or {}).get("versions") or []:
             if isinstance(ver, dict) and ver.get("storage") and ver.get("name") not in stored:
@@ -84,16 +83,16 @@ class CRDStrategy(Strategy):
 
     def status_update(self, new, old):
         # customresourcedefinitions/status only writes status (ResetObjectMetaForStatus).
-        out = copy.deepcopy(old)
-        out["status"] = copy.deepcopy(new.get("status") or {})
+        out = clone(old)
+        out["status"] = clone(new.get("status") or {})
         return out
 
 
 def established_status(crd: dict, now: str) -> dict:
     """What the naming and establishing controllers write once names are accepted."""
     names = crd["spec"]["names"]
-    status = copy.deepcopy(crd.get("status") or {})
-    status["acceptedNames"] = copy.deepcopy(names)
+    status = clone(crd.get("status") or {})
+    status["acceptedNames"] = clone(names)
     status["conditions"] = [
         {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts",
          "message": "no conflicts found"},
@@ -126,9 +125,9 @@ class CustomResourceStrategy(Strategy):
         return validate_schema(without(obj, "apiVersion", "kind", "metadata"), self.schemas.get(version) or {}, "")
 
     def status_update(self, new, old):
-        out = copy.deepcopy(old)
+        out = clone(old)
         if "status" in new:
-            out["status"] = copy.deepcopy(new["status"])
+            out["status"] = clone(new["status"])
         else:
             out.pop("status", None)
         return out
@@ -193,7 +192,7 @@ def _prune(value, schema: dict):
                 out[key] = item
         for key, sub in props.items():
             if key not in out and isinstance(sub, dict) and "default" in sub:
-                out[key] = _prune(copy.deepcopy(sub["default"]), sub)
+                out[key] = _prune(clone(sub["default"]), sub)
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_prune(item, schema["items"]) for item in value]

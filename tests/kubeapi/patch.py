@@ -11,10 +11,10 @@ merge there and be replaced here."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 from .errors import ApiError, bad_request, unsupported_media_type
+from .store import clone
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -40,8 +40,8 @@ def _unprocessable(message: str) -> ApiError:
 def merge_patch(target, patch):
     """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    out = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
@@ -92,7 +92,7 @@ def _smp_map(target, patch: dict, path: tuple) -> dict | None:
         return None
     if directive == "replace":
         return _strip_directives(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    out = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith(_DELETE_FROM):
             field = key[len(_DELETE_FROM) :]
@@ -120,7 +120,7 @@ def _smp_map(target, patch: dict, path: tuple) -> dict | None:
 def _smp_list(current: list, patch: list, key: str | None, path: tuple) -> list:
     if key is None:  # a set of scalars: union, keeping the existing order first
         return current + [v for v in patch if v not in current]
-    out = copy.deepcopy(current)
+    out = clone(current)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             raise bad_request(f"map: {item!r} does not contain declared merge key: {key}")
@@ -231,7 +231,7 @@ def _replace(doc, path: str, value):
 def json_patch(target: dict, ops) -> dict:
     if not isinstance(ops, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise bad_request(f"invalid JSON patch operation: {json.dumps(op)}")
@@ -239,18 +239,18 @@ def json_patch(target: dict, ops) -> dict:
         if kind in ("add", "replace", "test") and "value" not in op:
             raise bad_request(f"{kind} operation is missing its value: {json.dumps(op)}")
         if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
+            doc = _add(doc, path, clone(op["value"]))
         elif kind == "remove":
             doc = _remove(doc, path)
         elif kind == "replace":
-            doc = _replace(doc, path, copy.deepcopy(op["value"]))
+            doc = _replace(doc, path, clone(op["value"]))
         elif kind == "test":
             if _get(doc, path, "test") != op["value"]:
                 raise _unprocessable(f"testing value {path} failed: test failed")
         elif kind in ("move", "copy"):
             if "from" not in op:
                 raise bad_request(f"{kind} operation is missing 'from': {json.dumps(op)}")
-            value = copy.deepcopy(_get(doc, op["from"], kind))
+            value = clone(_get(doc, op["from"], kind))
             if kind == "move":
                 doc = _remove(doc, op["from"], kind)
             doc = _add(doc, path, value, kind)

@@ -9,7 +9,6 @@ version a request used, so a multi-version CRD serves one object under each."""
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import uuid
@@ -33,7 +32,7 @@ from .params import (
 )
 from .resources import ResourceType, TypeTable
 from .selectors import field_set, parse_fields, parse_labels
-from .store import Store, storage_key
+from .store import Store, clone, storage_key
 from .watch import WatchSession
 
 OBJECT_META = {
@@ -80,6 +79,12 @@ class Registry:
     # -- presentation --------------------------------------------------------
 
     def present(self, rt: ResourceType, version: str, obj: dict, in_list: bool = False) -> dict:
+        # A new top level around ``obj``'s own values. Single-object verbs and
+        # deletecollection present copies; list and watch events present the stored
+        # objects themselves (Store.items, Store.changes_since), so their answers
+        # share nested parts with the store and are read-only. The server only
+        # encodes them (the real apiserver too serves its watch cache's objects
+        # without copying); an in-process caller that wants to change one clones it.
         body = {k: x for k, x in obj.items() if k not in ("apiVersion", "kind")}
         if in_list and rt.typed:
             return body  # typed list items carry no TypeMeta on a real server
@@ -189,6 +194,8 @@ class Registry:
                     raise e.expired(CONTINUE_TOO_OLD, encode_continue(start, -1))
                 raise e.expired(LIST_TOO_OLD)
             revision = exact if exact is not None else self.store.revision
+            # The stored objects themselves (Store.items), not copies: they are only
+            # read, here and by the server, which encodes the answer (see present).
             entries = [(k[len(prefix):], o) for k, o in self.store.items(rt.id, prefix, exact) if k[len(prefix):] >= start]
         out, extra = [], {}
         for i, (key, obj) in enumerate(entries):
@@ -337,7 +344,7 @@ class Registry:
             # The main resource cannot write status once /status exists.
             new.pop("status", None)
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
         rt.strategy.prepare_update(new, old, t.version)
         errs = v.object_meta(meta, rt.name_rule) + rt.strategy.validate_update(new, old, t.version)
         if ometa.get("deletionTimestamp"):
@@ -405,7 +412,9 @@ class Registry:
             raise e.conflict(rt.kind, rt.group, meta["name"], why)
 
     def _delete(self, rt: ResourceType, obj: dict, dry: bool) -> tuple[dict, bool]:
-        """Delete or, with finalizers, mark for deletion; (object, whether gone)."""
+        """Delete or, with finalizers, mark for deletion; (object, whether gone).
+        ``obj`` must be the caller's own copy: marking changes it, and it may be
+        what is returned."""
         meta = obj["metadata"]
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp") or dry:
@@ -446,7 +455,8 @@ class Registry:
             done = []
             for _, obj in self.store.items(rt.id, prefix):
                 if labels.matches(obj["metadata"].get("labels")) and fields.matches(field_set(obj, rt.fields)):
-                    done.append(self._delete(rt, obj, opts["_dry"])[0])
+                    # items() gives the stored object, which _delete may mark or return.
+                    done.append(self._delete(rt, clone(obj), opts["_dry"])[0])
             return 200, self._list(t, self.store.revision, done)
 
     # -- CRDs ----------------------------------------------------------------

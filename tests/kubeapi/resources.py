@@ -8,13 +8,13 @@ validate only what is listed in each strategy."""
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import validation as v
 from .errors import group_resource
+from .store import clone
 
 Getter = Callable[[dict], str]
 
@@ -64,11 +64,11 @@ class Strategy:
     def status_update(self, new: dict, old: dict) -> dict:
         """PUT .../status on a built-in kind: the old spec stays; status and metadata
         (labels, annotations) come from the request, as pod/node status strategies do."""
-        out = copy.deepcopy(new)
+        out = clone(new)
         for key in set(old) | set(new):
             if key not in ("metadata", "status", "apiVersion", "kind"):
                 if key in old:
-                    out[key] = copy.deepcopy(old[key])
+                    out[key] = clone(old[key])
                 else:
                     out.pop(key, None)
         return out
@@ -127,7 +127,7 @@ class NamespaceStrategy(Strategy):
         self._label(obj)
 
     def prepare_update(self, new, old, version):
-        new["spec"] = copy.deepcopy(old.get("spec", {}))
+        new["spec"] = clone(old.get("spec", {}))
         self._label(new)
 
     def _label(self, obj):
@@ -209,7 +209,7 @@ class PodStrategy(Strategy):
 
     @staticmethod
     def _frozen(spec: dict) -> dict:
-        spec = copy.deepcopy(spec)
+        spec = clone(spec)
         for key in ("containers", "initContainers"):
             for c in spec.get(key) or []:
                 if isinstance(c, dict):

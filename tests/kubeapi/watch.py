@@ -116,6 +116,9 @@ class WatchSession:
     def _convert(self, change: Change) -> dict | None:
         # cacheWatcher.convertToWatchEvent: an object entering the selection is
         # ADDED, one leaving it is DELETED (its previous state at the new revision).
+        # The change's objects are the stored ones, shared by every watcher and
+        # only read (as are those of the initial ADDED events): present() builds
+        # the event's own top level and the server encodes it at once.
         cur = not change.deleted and self._matches(change.obj)
         old = change.prev is not None and self._matches(change.prev)
         if cur:
