@@ -43,10 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
     ex = sub.add_parser("exec", parents=[common],
-                        usage=f"{PROG} exec NODE [--name NAME] -- CMD...",
-                        help="run a command inside a node's network namespace")
-    ex.add_argument("node")
+                        usage=f"{PROG} exec NODE|NAMESPACE/POD [--name NAME] -- CMD...",
+                        help="run a command inside a node's (or a pod's) network namespace")
+    ex.add_argument("node", metavar="NODE|NAMESPACE/POD")
     ex.add_argument("cmd", nargs="*", help=argparse.SUPPRESS)
+
+    pod = sub.add_parser("pod", help="pods wired by the calico CNI plugin")
+    pod_sub = pod.add_subparsers(dest="pod_command", required=True, parser_class=_Parser)
+    pa = pod_sub.add_parser("add", parents=[common], help="create a pod on a node; prints its IP")
+    pa.add_argument("node")
+    pa.add_argument("pod", metavar="NAMESPACE/NAME")
+    pa.add_argument("--labels", default="", metavar="K=V,...", help="the pod's labels")
+    pd = pod_sub.add_parser("del", parents=[common], help="delete a pod (CNI DEL, then its namespace)")
+    pd.add_argument("pod", metavar="NAMESPACE/NAME")
+    pl = pod_sub.add_parser("list", parents=[common], help="list the lab's pods")
+    pl.add_argument("--json", action="store_true")
 
     sub.add_parser("down", parents=[common], help="remove a lab (idempotent)")
 
@@ -107,7 +118,12 @@ def _cmd_exec(a) -> int:
         raise LabError(f"no command given: {PROG} exec NODE -- CMD...")
     lab = Lab.load(a.name, a.state_dir)
     try:
-        rc = lab.exec(a.node, a.cmd).returncode
+        if "/" in a.node:
+            from . import pods
+
+            rc = pods.exec_in_pod(lab, a.node, a.cmd).returncode
+        else:
+            rc = lab.exec(a.node, a.cmd).returncode
     except FileNotFoundError as e:
         raise LabError(f"cannot run {a.cmd[0]}: {e.strerror}") from None
     # Killed by a signal: report it the way a shell would.
@@ -156,7 +172,38 @@ def _cmd_demo(a) -> int:
     return run(a.name, keep=a.keep, nodes=a.nodes, state_root=a.state_dir)
 
 
-_COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec,
+def _labels(text: str) -> dict[str, str]:
+    out = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"--labels: {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _cmd_pod(a) -> int:
+    _need_root()
+    from . import pods
+
+    lab = Lab.load(a.name, a.state_dir)
+    if a.pod_command == "add":
+        pod = pods.add_pod(lab, a.node, a.pod, labels=_labels(a.labels))
+        print(pod.ip)
+    elif a.pod_command == "del":
+        pods.del_pod(lab, a.pod)
+        print(f"pod {a.pod} deleted")
+    elif a.json:
+        print(json.dumps([{"pod": p.key, "node": p.node, "ips": p.ips, "netns": p.netns,
+                           "containerID": p.container_id, "labels": p.labels} for p in pods.list_pods(lab)],
+                         indent=2))
+    else:
+        for p in pods.list_pods(lab):
+            print(f"{p.key:<32} {p.node:<8} {', '.join(p.ips) or '-':<20} netns {p.netns}")
+    return 0
+
+
+_COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec, "pod": _cmd_pod,
              "down": _cmd_down, "list": _cmd_list, "demo": _cmd_demo}
 
 
