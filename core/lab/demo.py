@@ -83,6 +83,21 @@ def datastore(lab: Lab) -> None:
     run_on(lab, last, ["etcdctl", f"--endpoints={endpoints}", "get", "--prefix", "--keys-only", "/calico/resources/"])
 
 
+def workloads(lab: Lab) -> None:
+    """Pods wired by the real calico CNI executable, with addresses from calico-ipam blocks."""
+    from . import pods
+
+    first, second = lab.nodes[0].name, lab.nodes[1].name
+    print("\nPods, added through the calico CNI executable in each node's namespace:")
+    for node, key in ((first, "shop/web-0"), (first, "shop/api-0"), (second, "shop/db-0")):
+        pod = pods.add_pod(lab, node, key, labels={"app": key.split("/")[1][:-2]})
+        print(f"  {pod.key:<12} on {pod.node:<6} {', '.join(pod.ips)}")
+    run_on(lab, first, ["calicoctl", "ipam", "show", "--show-blocks"])
+    web, api = (pods.get_pod(lab, k).ips[0].split("/")[0] for k in ("shop/web-0", "shop/api-0"))
+    ok = pods.exec_in_pod(lab, "shop/web-0", ["ping", "-c", "1", "-W", "1", api], capture_output=True).returncode == 0
+    print(f"\nshop/web-0 ({web}) -> shop/api-0 ({api}) on the same node: {'reachable' if ok else 'NOT reachable'}")
+
+
 def show(lab: Lab) -> None:
     print(f"\nLab {lab.name!r}: {len(lab.nodes)} nodes on the underlay bridge in {lab.underlay_netns}")
     print(f"  etcd        {', '.join(lab.etcd_endpoints)} in {lab.cp_netns}: "
@@ -102,6 +117,7 @@ def run(name: str = "demo", keep: bool = False, nodes: int = 3, state_root: str 
     try:
         show(lab)
         datastore(lab)
+        workloads(lab)
     finally:
         if keep:
             print(f"\nKept. Try:\n  calico-lab status --name {name}\n"

@@ -29,5 +29,8 @@ def test_demo_builds_shows_and_tears_down(tmp_path):
     assert "Successfully applied 3 resource(s)" in out
     assert "default-ipv4-ippool   10.65.0.0/16   true" in out
     assert "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/allow-dns" in out
+    # Pods wired by the CNI executable, addresses from node-affine /26 blocks.
+    assert out.count("/32") >= 3 and "| Block    |" in out
+    assert "on the same node: reachable" in out
     assert f"Lab {name!r} torn down" in out
     assert not [ns for ns in netns.list_netns() if ns.startswith(f"{name}-")]
