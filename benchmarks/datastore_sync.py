@@ -31,80 +31,16 @@ import argparse
 import json
 import os
 import random
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import requests
+import _etcd  # benchmarks/ is on sys.path (the script's own directory)
+import _kdd
 
-import _kdd  # benchmarks/ is on sys.path (the script's own directory)
-
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
-
-
-# --- a local etcd ---------------------------------------------------------------------
-
-
-class LocalEtcd:
-    """A single-member etcd on free loopback ports in a temp dir; stopped by its pid."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="pycalico-bench-etcd-"))
-        socks = [socket.socket() for _ in range(2)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        self.client_port, self.peer_port = (s.getsockname()[1] for s in socks)
-        for s in socks:
-            s.close()
-        self.endpoint = f"http://127.0.0.1:{self.client_port}"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> LocalEtcd:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        log = open(self.dir / "etcd.log", "wb")
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "bench", "--data-dir", str(self.dir / "data"),
-             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"bench={peer}", "--heartbeat-interval", "10", "--election-timeout", "100",
-             "--quota-backend-bytes", str(4 * 2**30), "--logger", "zap", "--log-outputs", "stderr"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 20
-        with requests.Session() as s:
-            s.trust_env = False
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"etcd exited: {(self.dir / 'etcd.log').read_text()[-2000:]}")
-                try:
-                    if int(s.post(f"{self.endpoint}/v3/maintenance/status", json={}, timeout=0.5).json()["leader"]):
-                        return self
-                except (requests.RequestException, ValueError, KeyError):
-                    pass
-                time.sleep(0.02)
-        self.__exit__(None, None, None)
-        raise RuntimeError("etcd did not start")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def etcdctl(self, *args: str) -> list[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-        env["ETCDCTL_API"] = "3"
-        return [ETCDCTL, f"--endpoints={self.endpoint}", *args], env
 
 
 # --- realistic WorkloadEndpoints ------------------------------------------------------
@@ -203,7 +139,7 @@ def _side_by_side(floor, plugin, traced, repeat: int) -> tuple[dict, dict]:
     return _median(floors), result
 
 
-def run_etcdctl(etcd: LocalEtcd) -> dict:
+def run_etcdctl(etcd: _etcd.LocalEtcd) -> dict:
     """``etcdctl get --prefix`` of the same keys, output discarded: wall and CPU time."""
     cmd, env = etcd.etcdctl("get", "--prefix", WEP_PREFIX)
     began = time.perf_counter()
@@ -217,7 +153,7 @@ def run_etcdctl(etcd: LocalEtcd) -> dict:
 
 
 def run_etcd(args) -> dict:
-    with LocalEtcd() as etcd:
+    with _etcd.LocalEtcd("pycalico-bench-etcd-", quota_backend_bytes=4 * 2**30) as etcd:
         wrote = populate(etcd.endpoint, args.count)
         child = ["--child", "etcd", "--endpoint", etcd.endpoint]
         floor, plugin = _side_by_side(lambda: run_etcdctl(etcd), lambda: _subprocess_json(child),

@@ -19,67 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
-import requests
+import _etcd  # benchmarks/ is on sys.path (the script's own directory)
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 POOL = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bench}\nspec: {cidr: 10.0.0.0/16}\n"
-
-
-class LocalEtcd:
-    """A single-member etcd on free loopback ports; killed by its pid on exit."""
-
-    def __enter__(self) -> LocalEtcd:
-        self.dir = Path(tempfile.mkdtemp(prefix="pycalico-ipam-bench-"))
-        socks = [socket.socket() for _ in range(2)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        client, peer_port = (s.getsockname()[1] for s in socks)
-        for s in socks:
-            s.close()
-        self.endpoint, peer = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer_port}"
-        log = open(self.dir / "etcd.log", "wb")
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "bench", "--data-dir", str(self.dir / "data"),
-             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"bench={peer}", "--heartbeat-interval", "10", "--election-timeout", "100",
-             "--logger", "zap", "--log-outputs", "stderr"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 20
-        with requests.Session() as s:
-            s.trust_env = False
-            while time.monotonic() < deadline:
-                try:
-                    if int(s.post(f"{self.endpoint}/v3/maintenance/status", json={}, timeout=0.5).json()["leader"]):
-                        return self
-                except (requests.RequestException, ValueError, KeyError):
-                    time.sleep(0.02)
-        self.__exit__()
-        raise RuntimeError("etcd did not start")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def connect(endpoint: str):
-    from pycalico.plugins.datastore.etcd import Options, connect
-
-    return connect(Options(endpoints=(endpoint,), timeout_seconds=10))
 
 
 class Counting:
@@ -158,8 +105,8 @@ def main() -> None:
     from pycalico.core.resources import load_resources
     from pycalico.plugins.ipam.calico_ipam import IPAM
 
-    with LocalEtcd() as etcd:
-        ds = connect(etcd.endpoint)
+    with _etcd.LocalEtcd("pycalico-ipam-bench-") as etcd:
+        ds = _etcd.connect(etcd.endpoint, timeout_seconds=10)
         ds.create(load_resources(POOL)[0])
         per_floor = floor(ds, args.count)
 

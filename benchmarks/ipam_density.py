@@ -31,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ipam_rates import POOL, LocalEtcd, connect  # noqa: E402  (same directory)
+import _etcd  # noqa: E402  (same directory)
+from ipam_rates import POOL  # noqa: E402
 
 HOST_LOCAL_CIDR_BITS = 24
 
@@ -43,7 +44,7 @@ def calico_ipam_held(endpoint: str, node: str, pods: int) -> tuple[int, int]:
     from pycalico.core.resources.ipam import BlockAffinity
     from pycalico.plugins.ipam.calico_ipam import IPAM
 
-    ds = connect(endpoint)
+    ds = _etcd.connect(endpoint, timeout_seconds=30)
     try:
         ipam = IPAM(ds, node)
         got = {str(i.ip) for p in range(pods) for i in ipam.auto_assign(f"{node}-pod{p}", {"pod": f"pod{p}"}).all}
@@ -89,8 +90,8 @@ def main() -> None:
     rows = []
     data_dir = Path(tempfile.mkdtemp(prefix="pycalico-ipam-density-"))
     try:
-        with LocalEtcd() as etcd:
-            ds = connect(etcd.endpoint)
+        with _etcd.LocalEtcd("pycalico-ipam-rates-") as etcd:
+            ds = _etcd.connect(etcd.endpoint, timeout_seconds=30)
             ds.create(load_resources(POOL)[0])
             ds.close()
             for i, pods in enumerate(counts):

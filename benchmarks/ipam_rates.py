@@ -22,65 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import requests
+import _etcd  # benchmarks/ is on sys.path (the script's own directory)
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 POOL = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bench}\nspec: {cidr: 10.0.0.0/16}\n"
-
-
-class LocalEtcd:
-    """A single-member etcd on free loopback ports, killed by its pid on exit."""
-
-    def __enter__(self) -> LocalEtcd:
-        self.dir = Path(tempfile.mkdtemp(prefix="pycalico-ipam-rates-"))
-        socks = [socket.socket() for _ in range(2)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        client, peer_port = (s.getsockname()[1] for s in socks)
-        for s in socks:
-            s.close()
-        self.endpoint, peer = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer_port}"
-        with open(self.dir / "etcd.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [ETCD, "--name", "bench", "--data-dir", str(self.dir / "data"),
-                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", f"bench={peer}", "--heartbeat-interval", "10", "--election-timeout", "100",
-                 "--logger", "zap", "--log-outputs", "stderr"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        with requests.Session() as s:
-            s.trust_env = False
-            while time.monotonic() < deadline:
-                try:
-                    if int(s.post(f"{self.endpoint}/v3/maintenance/status", json={}, timeout=0.5).json()["leader"]):
-                        return self
-                except (requests.RequestException, ValueError, KeyError):
-                    time.sleep(0.02)
-        self.__exit__()
-        raise RuntimeError("etcd did not start")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def connect(endpoint: str):
-    from pycalico.plugins.datastore.etcd import Options, connect as etcd_connect
-
-    return etcd_connect(Options(endpoints=(endpoint,), timeout_seconds=30))
 
 
 # --- one worker ----------------------------------------------------------------------------------
@@ -88,7 +38,7 @@ def connect(endpoint: str):
 
 def prepare(kind: str, endpoint: str, node: str, prefix: str):
     """Connect (and for the floor, create the node's block); returns work(count) -> addresses."""
-    ds = connect(endpoint)
+    ds = _etcd.connect(endpoint, timeout_seconds=30)
     if kind == "ipam":
         from pycalico.plugins.ipam.calico_ipam import IPAM
 
@@ -218,8 +168,8 @@ def main() -> None:
     from pycalico.plugins.ipam.calico_ipam import IPAM
 
     rows = []
-    with LocalEtcd() as etcd:
-        ds = connect(etcd.endpoint)
+    with _etcd.LocalEtcd("pycalico-ipam-rates-") as etcd:
+        ds = _etcd.connect(etcd.endpoint, timeout_seconds=30)
         ds.create(load_resources(POOL)[0])
         for level in levels:
             total = level * args.count
@@ -234,7 +184,7 @@ def main() -> None:
         ds.close()
 
     print(f"calico-ipam auto_assign, one IPv4 address per call, {args.count} calls per allocator; "
-          f"allocators are {args.mode} (one node each); etcd {ETCD} on loopback; {os.cpu_count()} CPUs")
+          f"allocators are {args.mode} (one node each); etcd {_etcd.ETCD} on loopback; {os.cpu_count()} CPUs")
     print(f"{'allocators':>10}  {'calico-ipam':>16}  {'floor (handle + CAS)':>22}  {'ratio':>6}")
     for level, rate, floor in rows:
         print(f"{level:>10}  {rate:>12,.0f} /s  {floor:>18,.0f} /s  {rate / floor:>6.2f}")

@@ -37,8 +37,9 @@ import time
 
 import requests
 
-import _kdd  # benchmarks/ is on sys.path (the script's own directory)
-from datastore_sync import LocalEtcd, populate, workload_endpoints
+import _etcd  # benchmarks/ is on sys.path (the script's own directory)
+import _kdd
+from datastore_sync import populate, workload_endpoints
 
 WRITER_THREADS = 16
 
@@ -168,7 +169,7 @@ def ratios(plugin: dict, floor: dict) -> str:
             f"watcher CPU per update x{plugin['cpu_ms'] / floor['cpu_ms']:.1f}")
 
 
-def run_plugin(etcd: LocalEtcd, args) -> dict:
+def run_plugin(etcd: _etcd.LocalEtcd, args) -> dict:
     from pycalico.plugins.datastore.etcd import Options, connect
 
     store = connect(Options(endpoints=(etcd.endpoint,)))
@@ -192,7 +193,7 @@ def run_plugin(etcd: LocalEtcd, args) -> dict:
     return stats("etcd plugin watch()", arrived, sent, cpu)
 
 
-def run_etcdctl(etcd: LocalEtcd, args) -> dict:
+def run_etcdctl(etcd: _etcd.LocalEtcd, args) -> dict:
     cmd, env = etcd.etcdctl("watch", "--prefix", "/calico/", "-w", "json")
     watcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     arrived: dict[int, float] = {}
@@ -281,7 +282,7 @@ def run_kdd_raw(api: _kdd.StandIn, args) -> dict:
 
 
 def run_etcd(args) -> dict:
-    with LocalEtcd() as etcd:
+    with _etcd.LocalEtcd("pycalico-bench-etcd-", quota_backend_bytes=4 * 2**30) as etcd:
         populate(etcd.endpoint, args.endpoints)
         plugin, floor = run_plugin(etcd, args), run_etcdctl(etcd, args)
     return {"title": "etcd", "plugin": plugin, "floor": floor}
