@@ -1,0 +1,130 @@
+"""The iptables policy dataplane: Felix's iptables and ipset rules for this node.
+
+``[policy] type = "iptables"`` in calico.toml. Each pass compiles the desired state into
+the policy model (:func:`pycalico.core.policy.compile`), renders Felix's chains from it
+and writes only what differs from the kernel, in one ``iptables-restore --noflush --wait``
+per IP version (a transaction per changed table), with the IP sets written before and
+cleaned up after. It acts on the network namespace of the calling thread.
+
+The chain layout is Felix's (``felix/rules/``): hooks at the top of the kernel chains
+into ``cali-INPUT`` / ``cali-FORWARD`` / ``cali-OUTPUT`` (filter), ``cali-PREROUTING`` /
+``cali-OUTPUT`` (raw), ``cali-PREROUTING`` / ``cali-POSTROUTING`` (mangle) and
+``cali-PREROUTING`` / ``cali-POSTROUTING`` / ``cali-OUTPUT`` (nat); dispatch by interface
+to ``cali-tw-`` / ``cali-fw-`` (workloads) and ``cali-th-`` / ``cali-fh-`` (host
+endpoints) chains; tiers of ``cali-pi-`` / ``cali-po-`` policy chains (grouped in
+``cali-gi-`` / ``cali-go-`` chains where they share a selector), then ``cali-pri-`` /
+``cali-pro-`` profile chains; ``cali40`` / ``cali60`` IP sets for selectors, named ports
+and pools; failsafe chains; raw-table RPF anti-spoofing; ``cali-nat-outgoing``.
+
+Where this differs from Felix (v3.28 unless said):
+
+* Deny is ``-j DROP`` (or REJECT) in the policy chain, with no drop mark; the mark bits are
+  accept, pass, scratch0, scratch1, lowest first in ``mark_mask``. REJECT is used in the
+  filter table only (raw and mangle chains DROP).
+* Policy chain names are the tiered v3 ones (``cali-pi-<tier>/<name>``,
+  ``<tier>/<namespace>/<name>`` for a NetworkPolicy), hashed beyond 28 characters.
+* A rule whose match needs three or more OR-blocks clears the block bit before each
+  block (Felix reuses it uncleared).
+* Hooks in kernel chains are repaired by deleting our rules by their spec (not by rule
+  number), so a rule inserted meanwhile by someone else is never hit; a stale chain of
+  ours that a chain we do not own still jumps to is emptied, not deleted.
+* Not rendered, for want of data in the model: the IPIP / VXLAN / WireGuard host rules
+  (``all-hosts-net``, ``this-host`` sets), tunnel-source masquerade, NATOutgoingAddress and
+  NAT port ranges, floating IPs (``cali-fip-*`` stay empty), ``cali-cidr-block`` entries,
+  IPVS endpoint marks, OpenStack special cases, flow-log NFLOG, staged policies. The
+  per-interface ``rp_filter`` sysctl is left to whoever creates the interface.
+* ``endpoint_to_host_action`` defaults to ACCEPT (calico.yaml) and, like Felix's
+  environment variables, wins over FelixConfiguration.
+* Turning IPv6 off leaves the ip6tables rules in place; :meth:`IptablesPlugin.cleanup`
+  removes everything of ours.
+
+Modules: ``options`` (the ``[policy.iptables]`` table), ``chains`` (rules, chains, hashes,
+names, marks), ``policy`` (policy rules), ``endpoints`` (endpoint, group and dispatch
+chains), ``static`` (static chains and hooks), ``ruleset`` (the model rendered, cached
+across passes), ``diff`` and ``ipsets`` (what to write), ``kernel`` (the commands),
+``dataplane`` (a pass).
+
+Registered through the entry point ``iptables`` of the group ``pycalico.policy``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from pycalico.core.policy import PolicyModel, compile
+from pycalico.hooks import hookimpl
+
+from .dataplane import Dataplane
+from .options import Options
+
+NAME = "iptables"
+
+__all__ = ["NAME", "Dataplane", "IptablesPlugin", "Options", "netns_id", "plugin"]
+
+
+_SO_NETNS_COOKIE = 71
+
+
+def netns_id() -> tuple[int, int]:
+    """The calling thread's network namespace: its inode, and its cookie (which, unlike the
+    inode, is never reused by a later namespace; 0 where the kernel lacks it)."""
+    inode = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        cookie = 0
+    return inode, cookie
+
+
+class IptablesPlugin:
+    """The hook implementations; one :class:`Dataplane` per network namespace and options."""
+
+    def __init__(self) -> None:
+        self._dataplanes: dict[tuple[tuple[int, int], Options], Dataplane] = {}
+        self._lock = threading.Lock()
+
+    def dataplane(self, options: Options | None = None) -> Dataplane:
+        """The dataplane of the calling thread's network namespace."""
+        options = options or Options()
+        key = (netns_id(), options)
+        with self._lock:
+            dp = self._dataplanes.get(key)
+            if dp is None:
+                dp = self._dataplanes[key] = Dataplane(options)
+            return dp
+
+    def reconcile_model(self, model: PolicyModel, options: Options | None = None) -> list[str]:
+        return self.dataplane(options).apply(model)
+
+    def reconcile(self, state: Any, options: Options | None = None) -> list[str]:
+        """Converge this namespace to ``state`` (a DesiredState); one line per change."""
+        return self.reconcile_model(compile(state), options)
+
+    def cleanup(self, options: Options | None = None) -> list[str]:
+        """Remove all our hooks, chains and IP sets from this namespace."""
+        return self.dataplane(options).cleanup()
+
+    @hookimpl
+    def pycalico_config_schema(self, slot: str, name: str) -> type | None:
+        return Options if (slot, name) == ("policy", NAME) else None
+
+    @hookimpl
+    def pycalico_reconcile_policy(self, state: Any, config: Any) -> list[str] | None:
+        slot = config.policy
+        if slot.type != NAME:
+            return None
+        return self.reconcile(state, slot.options)
+
+    @hookimpl
+    def pycalico_unconfigure(self, config: Any) -> None:
+        # The rules stay (as Felix leaves them on exit); only what we remember goes.
+        with self._lock:
+            self._dataplanes.clear()
+
+
+plugin = IptablesPlugin()
