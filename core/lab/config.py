@@ -25,4 +25,8 @@ def node_config_text(node_name: str, etcd_endpoints: Sequence[str]) -> str:
         "\n"
         "[datastore.etcd]\n"
         f"endpoints = [{endpoints}]\n"
+        "\n"
+        "# No routing plugin runs in the lab yet: Calico's policy-only mode.\n"
+        "[routing]\n"
+        'type = "none"\n'
     )

@@ -111,6 +111,13 @@ def test_node_config_text_is_toml():
     assert data["node_name"] == "node1"
     assert data["datastore"] == {"type": "etcd",
                                  "etcd": {"endpoints": ["http://198.51.100.2:2379"]}}
+    assert data["routing"] == {"type": "none"}
+
+
+def test_each_node_config_passes_check_config(make_lab):
+    lab = make_lab(nodes=1)
+    done = lab.exec("node1", ["calico-node", "--check-config"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{lab.nodes[0].config_path}: ok"), done.stderr
 
 
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "a--b", "../etc", "a/b", "x" * 40])
