@@ -20,17 +20,18 @@ namespace the process itself runs in, except the host side of the veth and its r
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from pycalico.core import nsenter
+from pycalico.core.nsenter import NetnsGone
 
 from . import spec
 from .spec import CniError
@@ -41,51 +42,18 @@ SCOPE_LINK = 253
 PROTO_BOOT = 3
 MAIN_TABLE = 254
 IFF_UP = 0x1
-_CLONE_NEWNET = 0x40000000
 NETNS_TIMEOUT = 20.0
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class NetnsGone(Exception):
-    """The container's network namespace does not exist (any more)."""
 
 
 def in_netns(path: str, fn: Callable[[], T], timeout: float = NETNS_TIMEOUT) -> T:
-    """Call ``fn()`` in a fresh thread that has joined the network namespace at
-    ``path``. NetnsGone if there is none there."""
-    out: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            out["error"] = NetnsGone(path)
-            return
-        except OSError as exc:
-            out["error"] = exc
-            return
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                out["error"] = NetnsGone(path) if err == errno.EINVAL else OSError(err, os.strerror(err), path)
-                return
-        finally:
-            os.close(fd)
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # handed back to the caller's thread
-            out["error"] = exc
-
-    t = threading.Thread(target=run, name="cni-netns", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise CniError(spec.GENERIC, f"network namespace {path}: no answer within {timeout:.0f} s")
-    if "error" in out:
-        raise out["error"]  # type: ignore[misc]
-    return out.get("value")  # type: ignore[return-value]
+    """``fn()`` in a thread inside the network namespace at ``path`` (NetnsGone if
+    there is none there); a hung call is a CNI error."""
+    try:
+        return nsenter.in_netns(path, fn, timeout)
+    except TimeoutError as exc:
+        raise CniError(spec.GENERIC, str(exc)) from None
 
 
 def write_sysctl(key: str, value: str | int) -> None:

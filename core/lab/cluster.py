@@ -330,7 +330,8 @@ class Lab:
     def _all_netns(self) -> list[str]:
         return [self.underlay_netns, self.cp_netns] + [n.netns for n in self.nodes]
 
-    def _create_netns(self, ns: str) -> None:
+    def create_netns(self, ns: str) -> None:
+        """Create a network namespace recorded in the lab's state, so `down` removes it."""
         # Intent first, so a crash right after `ip netns add` still leaves a
         # record for `down`.
         self.state.namespaces.append(ns)
@@ -357,7 +358,7 @@ class Lab:
 
     def _build(self, etcd_timeout: float) -> None:
         u = self.underlay_netns
-        self._create_netns(u)
+        self.create_netns(u)
         netns.link_up(u, "lo")
         netns.add_bridge(u, BRIDGE)
         netns.link_up(u, BRIDGE)
@@ -370,12 +371,12 @@ class Lab:
         netns.sysctl(u, f"net.ipv4.conf.{BRIDGE}.send_redirects", 0)
 
         cp = self.cp_netns
-        self._create_netns(cp)
+        self.create_netns(cp)
         self._attach(cp, "v-cp", f"{self.state.cp_ip}/{PREFIXLEN}",
                      f"{SUBNETS[0]}.{ROUTER_HOST}")
 
         for n in self.nodes:
-            self._create_netns(n.netns)
+            self.create_netns(n.netns)
             self._attach(n.netns, f"v-{n.name}", n.cidr, n.gateway)
             netns.sysctl(n.netns, "net.ipv4.ip_forward", 1)
             netns.sysctl(n.netns, "net.ipv4.conf.all.accept_redirects", 0)

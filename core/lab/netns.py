@@ -8,19 +8,19 @@ another, so they never exist in the root namespace, not even transiently.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from pycalico.core import nsenter
+from pycalico.core.nsenter import NetnsGone
+
 from .state import LabError
 
 NETNS_DIR = Path("/run/netns")
-_CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
@@ -105,39 +105,12 @@ def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
 
 
 def run_in_netns(netns: str, fn: Callable[[], T], timeout: float | None = None) -> T:
-    """Call fn() in a fresh thread that has joined `netns`.
-
-    setns() only moves the calling thread, and sockets stay in the namespace
-    they were created in, so this gives in-process networking (HTTP health
-    checks, test clients) inside a lab without spawning a process and
-    without ever moving the main thread.
-    """
-    result: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            result["error"] = LabError(f"network namespace {netns} does not exist")
-            return
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                result["error"] = LabError(f"setns({netns}) failed: {os.strerror(err)}")
-                return
-        finally:
-            os.close(fd)
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # handed back to the caller's thread
-            result["error"] = e
-
-    t = threading.Thread(target=target, name=f"netns-{netns}", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise TimeoutError(f"call in netns {netns} timed out")
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["value"]  # type: ignore[return-value]
+    """Call fn() in a thread that has joined lab namespace `netns` (see
+    pycalico.core.nsenter): in-process networking (HTTP health checks, test
+    clients) inside a lab, without spawning a process or moving the main thread."""
+    try:
+        return nsenter.in_netns(NETNS_DIR / netns, fn, timeout)
+    except NetnsGone:
+        raise LabError(f"network namespace {netns} does not exist") from None
+    except TimeoutError:
+        raise TimeoutError(f"call in netns {netns} timed out") from None

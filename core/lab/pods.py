@@ -390,14 +390,7 @@ def create_netns(lab: Lab, name: str) -> str:
     with _locked(lab):
         if netns.exists(name):
             raise LabError(f"network namespace {name} already exists")
-        lab.state.namespaces.append(name)  # intent first, so `down` finds it after a crash
-        lab.save()
-        try:
-            netns.add(name)
-        except LabError:
-            lab.state.namespaces.remove(name)
-            lab.save()
-            raise
+        lab.create_netns(name)
     netns.link_up(name, "lo")
     return str(netns.NETNS_DIR / name)
 
