@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from pycalico.core import selector as selectors
@@ -137,18 +137,22 @@ class KubernetesDatastore:
 
     # -- reading collections ----------------------------------------------------------
 
-    def fetch(self, source: Source, namespace: str | None = None, resource_version: str | None = None
-              ) -> tuple[list[dict], str]:
+    def fetch(self, source: Source, namespace: str | None = None, resource_version: str | None = None,
+              each: Callable[[dict], Any] | None = None) -> tuple[list, str]:
         """Every object of ``source`` (in ``namespace``), read in chunks at one
-        resourceVersion (exactly ``resource_version`` if given); raises ApiError."""
+        resourceVersion (exactly ``resource_version`` if given); raises ApiError.
+
+        With ``each``, every object is replaced by ``each(obj)`` (None: dropped) as its
+        chunk arrives, so the raw objects of a whole list are never held at once."""
         query: dict[str, Any] = {"limit": CHUNK}
         if resource_version:
             query.update(resourceVersion=resource_version, resourceVersionMatch="Exact")
-        items: list[dict] = []
+        items: list = []
         list_rv = ""
         while True:
             body = self.api.request("GET", source.path(namespace), query)
-            items.extend(body.get("items") or [])
+            chunk = body.get("items") or []
+            items.extend(chunk if each is None else (x for x in map(each, chunk) if x is not None))
             meta = body.get("metadata") or {}
             list_rv = list_rv or meta.get("resourceVersion") or ""
             token = meta.get("continue")
@@ -164,14 +168,14 @@ class KubernetesDatastore:
                         rv_of(obj), exc)
             return None
 
+    def entry(self, source: Source, obj: dict) -> tuple[str, tuple[str, Resource]] | None:
+        """(object key, (resourceVersion, resource)) of an object that converts."""
+        res = self.convert(source, obj)
+        return None if res is None else (convert.object_key(obj), (rv_of(obj), res))
+
     def state_of(self, source: Source, items: list[dict]) -> dict[str, tuple[str, Resource]]:
         """object key -> (resourceVersion, resource) of the objects that convert."""
-        state = {}
-        for obj in items:
-            res = self.convert(source, obj)
-            if res is not None:
-                state[convert.object_key(obj)] = (rv_of(obj), res)
-        return state
+        return dict(e for e in (self.entry(source, obj) for obj in items) if e is not None)
 
     # -- typed CRUD -----------------------------------------------------------------
 
@@ -502,13 +506,13 @@ class KubernetesDatastore:
             entries: list[tuple[str, Resource]] = []
             for source in KIND_SOURCES[kind]:
                 try:
-                    items, rv = self.fetch(source)
+                    converted, rv = self.fetch(source, each=lambda obj, src=source: self.entry(src, obj))
                 except ApiError as exc:
                     if exc.route_missing:
                         raise DatastoreError(f"{kind}: {source.path()} is not served by the API server "
                                              f"{self.api.where} (is its CRD installed?)") from None
                     raise self._error(exc, kind, "", None) from None
-                state = self.state_of(source, items)
+                state = dict(converted)
                 positions[source.id] = rv
                 self.remember(source.id, rv, state)
                 entries.extend((convert.resource_key(res), res) for _, res in state.values())
