@@ -169,6 +169,21 @@ def ratios(plugin: dict, floor: dict) -> str:
             f"watcher CPU per update x{plugin['cpu_ms'] / floor['cpu_ms']:.1f}")
 
 
+def watch_while_writing(title: str, store, watch, stop: threading.Event, arrived: dict, writer) -> dict:
+    """A plugin's ``watch`` run in a thread while ``writer()`` (a start_writer) writes:
+    its delivery stats and the watching process's CPU; the store is closed after."""
+    cpu = time.process_time()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    proc, receiver, _ = writer()
+    sent = collect(receiver, proc, arrived)
+    cpu = time.process_time() - cpu
+    stop.set()
+    thread.join(5)
+    store.close()
+    return stats(title, arrived, sent, cpu)
+
+
 def run_plugin(etcd: _etcd.LocalEtcd, args) -> dict:
     from pycalico.plugins.datastore.etcd import Options, connect
 
@@ -181,16 +196,7 @@ def run_plugin(etcd: _etcd.LocalEtcd, args) -> dict:
         for event in store.watch(snap.revision, stop, kinds=("WorkloadEndpoint",)):
             arrived[event.revision] = time.monotonic()
 
-    cpu = time.process_time()
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    proc, receiver, _ = start_writer(etcd.endpoint, args)
-    sent = collect(receiver, proc, arrived)
-    cpu = time.process_time() - cpu
-    stop.set()
-    thread.join(5)
-    store.close()
-    return stats("etcd plugin watch()", arrived, sent, cpu)
+    return watch_while_writing("etcd plugin watch()", store, watch, stop, arrived, lambda: start_writer(etcd.endpoint, args))
 
 
 def run_etcdctl(etcd: _etcd.LocalEtcd, args) -> dict:
@@ -234,16 +240,8 @@ def run_kdd_plugin(api: _kdd.StandIn, args) -> dict:
         for event in store.watch(snap.revision, stop, kinds=("WorkloadEndpoint",)):
             arrived[int(event.resource.metadata.resource_version)] = time.monotonic()
 
-    cpu = time.process_time()
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    proc, receiver, _ = start_writer(api.url, args, kdd_writer)
-    sent = collect(receiver, proc, arrived)
-    cpu = time.process_time() - cpu
-    stop.set()
-    thread.join(5)
-    store.close()
-    return stats("KDD plugin watch(WorkloadEndpoint)", arrived, sent, cpu)
+    return watch_while_writing("KDD plugin watch(WorkloadEndpoint)", store, watch, stop, arrived,
+                               lambda: start_writer(api.url, args, kdd_writer))
 
 
 def run_kdd_raw(api: _kdd.StandIn, args) -> dict:

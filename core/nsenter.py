@@ -10,11 +10,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 _CLONE_NEWNET = 0x40000000
+_SO_NETNS_COOKIE = 71
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
@@ -59,3 +62,15 @@ def in_netns(path: str | os.PathLike, fn: Callable[[], T], timeout: float | None
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
     return out.get("value")  # type: ignore[return-value]
+
+
+def netns_id() -> tuple[int, int]:
+    """The calling thread's network namespace: its inode, and its cookie (which, unlike
+    the inode, is never reused by a later namespace; 0 where the kernel lacks it)."""
+    inode = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        cookie = 0
+    return inode, cookie

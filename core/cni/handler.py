@@ -672,7 +672,8 @@ class Handler:
     def _calico_del(self, ctx: Ctx) -> None:
         """The endpoint, the container's interface and the addresses, at once (Calico
         itself releases the addresses before it removes the interface)."""
-        ids, env = ctx.ids, ctx.env
+        ctx.ids  # resolved here once, not raced for by the threads below
+        env = ctx.env
         self._check_ready(ctx.ds)
         outcomes = _concurrently(lambda: self._delete_wep(ctx), lambda: dataplane.teardown(env.netns, env.ifname),
                                  lambda: self._release(ctx))
@@ -890,29 +891,20 @@ def _node_pod_cidrs(ctx: Ctx) -> tuple[str, str]:
 
 def _with_pod_cidr(raw: dict, pod_cidrs: Callable[[], tuple[str, str]]) -> dict:
     """host-local's ``usePodCidr`` / ``usePodCidrIPv6`` replaced by ``pod_cidrs()``
-    (the node's, on ADD; a dummy 0.0.0.0/0 and ::/0 on DEL, as Calico does), which is
-    only called when a subnet asks for it."""
+    (the node's, on ADD; a dummy 0.0.0.0/0 and ::/0 on DEL, as Calico does), through
+    the host-local plugin's own substitution; a netconf that asks for neither is
+    returned as it is, without importing that plugin."""
     ipam = raw.get("ipam") or {}
     subnets = [ipam.get("subnet")] + [r.get("subnet") for rs in ipam.get("ranges") or [] for r in rs
                                       if isinstance(r, dict)]
     if not any(isinstance(s, str) and s.lower().startswith("usepodcidr") for s in subnets):
         return raw
-    replacement = pod_cidrs()
-    data = json.loads(json.dumps(raw))
+    from pycalico.plugins.ipam.host_local import CNIError, replace_pod_cidrs
 
-    def fix(d: dict) -> None:
-        s = d.get("subnet")
-        if isinstance(s, str) and s.lower() == "usepodcidr":
-            d["subnet"] = replacement[0]
-        elif isinstance(s, str) and s.lower() == "usepodcidripv6":
-            d["subnet"] = replacement[1]
-
-    fix(data["ipam"])
-    for rs in data["ipam"].get("ranges") or []:
-        for r in rs:
-            if isinstance(r, dict):
-                fix(r)
-    return data
+    try:
+        return replace_pod_cidrs(raw, pod_cidrs)
+    except CNIError as exc:
+        raise CniError(spec.GENERIC, f"ipam.subnet: {exc}") from None
 
 
 def _with_routes(conf: nc.NetConf, routes: list[tuple[str, str]]) -> nc.NetConf:

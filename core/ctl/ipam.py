@@ -136,7 +136,7 @@ Description:
   using it, so only use this command to clean up addresses from endpoints that
   were not cleanly removed from Calico.
 """,
-    "configure": f"""\
+    "configure": """\
 Usage:
   calicoctl ipam configure [--strictaffinity=<true/false>]
                            [--max-blocks-per-host=<number>]

@@ -439,7 +439,7 @@ class Allocator:
         noun = "pool" if len(parts) == 1 else "pools"
         message = f"no free addresses in IP {noun} {', '.join(parts)}"
         if short and req.strict:
-            message += f"; the free ones are in blocks affine to other nodes and strictAffinity forbids borrowing"
+            message += "; the free ones are in blocks affine to other nodes and strictAffinity forbids borrowing"
         elif short and not req.config.spec.auto_allocate_blocks:
             message += "; autoAllocateBlocks is false"
         if num > 1:

@@ -49,12 +49,10 @@ Registered through the entry point ``iptables`` of the group ``pycalico.policy``
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
 import threading
 from typing import Any
 
+from pycalico.core.nsenter import netns_id
 from pycalico.core.policy import PolicyModel, compile
 from pycalico.hooks import hookimpl
 
@@ -63,22 +61,7 @@ from .options import Options
 
 NAME = "iptables"
 
-__all__ = ["NAME", "Dataplane", "IptablesPlugin", "Options", "netns_id", "plugin"]
-
-
-_SO_NETNS_COOKIE = 71
-
-
-def netns_id() -> tuple[int, int]:
-    """The calling thread's network namespace: its inode, and its cookie (which, unlike the
-    inode, is never reused by a later namespace; 0 where the kernel lacks it)."""
-    inode = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
-    except OSError:
-        cookie = 0
-    return inode, cookie
+__all__ = ["NAME", "Dataplane", "IptablesPlugin", "Options", "plugin"]
 
 
 class IptablesPlugin:

@@ -46,7 +46,9 @@ from pycalico.core.policy.model import PolicyModel
 from pycalico.hooks import hookimpl
 
 from .dataplane import Dataplane
-from .kernel import Nft, NftError, netns_id
+from pycalico.core.nsenter import netns_id
+
+from .kernel import Nft, NftError
 from .options import Options
 from .render import Effective, effective
 
@@ -63,7 +65,7 @@ class NftablesPolicy:
     """
 
     def __init__(self) -> None:
-        self._dataplanes: dict[tuple[int, str], Dataplane] = {}
+        self._dataplanes: dict[tuple[tuple[int, int], str], Dataplane] = {}
         self._lock = threading.Lock()
 
     def dataplane(self, options: Options | None = None) -> Dataplane:

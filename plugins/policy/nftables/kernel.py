@@ -38,11 +38,6 @@ class NftError(RuntimeError):
         self.script = script
 
 
-def netns_id() -> int:
-    """The inode of the calling thread's network namespace (it identifies the namespace)."""
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
 def generation() -> int:
     """The nftables ruleset generation of the calling thread's network namespace."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
