@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PYTHON ?= python3
 APT_PACKAGES := python3-venv etcd-server etcd-client bird2 iptables ipset nftables iproute2 \
-	containernetworking-plugins iputils-ping netcat-openbsd
+	containernetworking-plugins iputils-ping netcat-openbsd \
+	gobgpd iperf3
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps venv clean

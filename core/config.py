@@ -10,6 +10,7 @@ TOML paths as the file's own keys.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import socket
 import tomllib
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import attrs
 
-from pycalico.core.schema import FieldError, error_lines, in_range, make_converter, matches, snake
+from pycalico.core.schema import FieldError, error_lines, in_range, make_converter, matches, snake, validated
 
 SLOTS = ("datastore", "ipam", "routing", "policy")
 DEFAULT_PATH = Path("/etc/calico/calico.toml")
@@ -79,6 +80,32 @@ def _metrics() -> Endpoint:
     return Endpoint(enabled=False, host="0.0.0.0", port=9091)
 
 
+def _check_ip(value: str) -> None:
+    if value in ("autodetect", "none"):
+        return
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not autodetect, none or an IPv4 address with prefix (198.51.100.11/24)") from None
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs its prefix length, as Calico's IP does (e.g. {iface.ip}/24)")
+
+
+def _check_method(value: str) -> None:
+    from pycalico.core.autodetect import parse_method
+
+    parse_method(value)
+
+
+@attrs.frozen
+class NodeSettings:
+    """How this node registers itself (calico-node's IP, IP_AUTODETECTION_METHOD, AS)."""
+
+    ip: str = attrs.field(default="autodetect", validator=validated(_check_ip))
+    ip_autodetection_method: str = attrs.field(default="first-found", validator=validated(_check_method))
+    as_number: int | None = attrs.field(default=None, validator=in_range(1, 4294967295))
+
+
 @attrs.frozen
 class Plugins:
     """Hook-only plugins (observers, exporters) found through entry points."""
@@ -96,6 +123,7 @@ class Config:
     ipam: Slot = attrs.field(factory=lambda: Slot(type="calico-ipam"))
     routing: Slot = attrs.field(factory=lambda: Slot(type="bird"))
     policy: Slot = attrs.field(factory=lambda: Slot(type="iptables"))
+    node: NodeSettings = attrs.field(factory=NodeSettings)
     intervals: Intervals = attrs.field(factory=Intervals)
     logging: Logging = attrs.field(factory=Logging)
     health: Endpoint = attrs.field(factory=_health)

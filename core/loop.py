@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from pycalico.core import calc
+from pycalico.core import calc, registration
 from pycalico.core import config as cfg
 from pycalico.core.datastore import Datastore, DatastoreError, Event, Snapshot
 from pycalico.core.plugins import Plugins, Registry
@@ -58,6 +58,7 @@ class Loop:
         self._written = cfg.read(self.config_path)  # as in the file, before plugins bind it
         self.plugins = Plugins.load(self._written, str(self.config_path), self._registry)
         self._datastore: Datastore | None = None
+        self._writer: Datastore | None = None  # for the node step's writes; not the sync's
 
     @property
     def config(self) -> cfg.Config:
@@ -91,6 +92,11 @@ class Loop:
         self._datastore = self.plugins.datastore()
         self._spawn("sync", self._sync, self._datastore, self._sync_stop)
 
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def _stop_sync(self) -> None:
         self._sync_stop.set()
         if self._datastore is not None:
@@ -100,6 +106,7 @@ class Loop:
     def _shutdown(self) -> None:
         self._stop.set()
         self._stop_sync()
+        self._close_writer()
         for thread in self._threads:
             thread.join(timeout=5)
         self.plugins.unconfigure()
@@ -200,6 +207,7 @@ class Loop:
         datastore_changed = plugins.config.datastore != self.config.datastore
         self.plugins.unconfigure()
         self.plugins = plugins
+        self._close_writer()
         if datastore_changed:
             self._stop_sync()
             self.in_sync = False
@@ -207,17 +215,28 @@ class Loop:
         log.info("config reloaded from %s", self.config_path)
         return True
 
+    def _reconcile_node(self, state: calc.DesiredState) -> list[str]:
+        """This node's own datastore records: its Node (core), then what the plugins
+        keep there (tunnel addresses); before routing, whose input they are."""
+        if self._writer is None:
+            self._writer = self.plugins.datastore()
+        lines = registration.register(state, self.config, self._writer)
+        ipam = self.plugins.ipam(self._writer) if self.config.ipam.type != cfg.NONE else None
+        return lines + list(self.plugins.reconcile_node(state, self._writer, ipam))
+
     def run_pass(self, reason: Reason) -> PassReport:
         started, clock = time.time(), time.perf_counter()
         state = calc.compute(self.cache, self.config.hostname)
         changes: dict[str, tuple[str, ...]] = {}
         errors: dict[str, str] = {}
-        for slot in RECONCILED_SLOTS:
+        steps = [("node", lambda: self._reconcile_node(state))]
+        steps += [(slot, lambda slot=slot: self.plugins.reconcile(slot, state)) for slot in RECONCILED_SLOTS]
+        for name, step in steps:
             try:
-                changes[slot] = self.plugins.reconcile(slot, state)
-            except Exception as exc:  # a failed slot must not stop the other or the loop
-                log.exception("%s reconcile failed", slot)
-                errors[slot] = f"{type(exc).__name__}: {exc}"
+                changes[name] = tuple(step())
+            except Exception as exc:  # a failed step must not stop the others or the loop
+                log.exception("%s reconcile failed", name)
+                errors[name] = f"{type(exc).__name__}: {exc}"
         self.passes += 1
         report = PassReport(
             number=self.passes,

@@ -124,6 +124,10 @@ class Plugins:
     def ipam(self, datastore: Datastore) -> Any:
         return self._pm.hook.pycalico_ipam(config=self.config, datastore=datastore)
 
+    def reconcile_node(self, state: DesiredState, datastore: Datastore, ipam: Any) -> tuple[str, ...]:
+        results = self._pm.hook.pycalico_reconcile_node(state=state, config=self.config, datastore=datastore, ipam=ipam)
+        return tuple(line for lines in results if lines for line in lines)
+
     def reconcile(self, slot: str, state: DesiredState) -> tuple[str, ...]:
         """Run the reconcile hook of ``slot`` (``routing`` or ``policy``)."""
         hook = getattr(self._pm.hook, f"pycalico_reconcile_{slot}")

@@ -97,6 +97,31 @@ def pycalico_ipam(config: Config, datastore: Datastore) -> Any | None:
 
 
 @hookspec
+def pycalico_reconcile_node(state: DesiredState, config: Config, datastore: Datastore, ipam: Any) -> list[str] | None:
+    """Make this node's own records in the datastore match what its plugins need:
+    tunnel addresses on the Node (``ipv4VXLANTunnelAddr``, ``ipv4IPIPTunnelAddr``),
+    the VTEP MAC, and the IPAM allocations behind them. Calico's calico-node
+    ``allocate-tunnel-addrs`` and Felix's VTEP MAC writer do this job.
+
+    Implemented by ``routing`` plugins that need such records; called first in
+    every pass, after core has registered the Node itself. Level-based: compare
+    ``state`` with what is needed and write only the difference (compare-and-swap
+    on the Node's resourceVersion), releasing what is no longer needed (a pool that
+    stops encapsulating). A write comes back through the watch and the next pass
+    sees it in ``state``; do not touch the kernel here.
+
+    :param state: Immutable desired state of this node.
+    :param config: The configuration in force.
+    :param datastore: A datastore handle for writes (not the one the sync reads).
+    :param ipam: This node's IPAM (``pycalico_ipam``), or None when the ipam slot
+        is ``none``.
+
+    Return one short line per write (``"Node node1 ipv4VXLANTunnelAddr 10.65.3.0"``),
+    an empty list if nothing was written. Raise to fail the pass.
+    """
+
+
+@hookspec
 def pycalico_reconcile_routing(state: DesiredState, config: Config) -> list[str] | None:
     """Make this node's routing (routes, tunnel devices, BGP daemon config) match
     ``state``.

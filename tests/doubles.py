@@ -9,7 +9,7 @@ import threading
 
 import attrs
 
-from pycalico.core.datastore import DatastoreUnavailable, Event, Snapshot
+from pycalico.core.datastore import AlreadyExists, DatastoreUnavailable, Event, NotFound, Snapshot
 from pycalico.hooks import hookimpl
 
 
@@ -36,6 +36,18 @@ class MemoryDatastore:
             kind = "modified" if self._key(resource) in self._items else "added"
             self._items[self._key(resource)] = resource
             self._events.put(Event(kind, resource, self.revision))
+
+    def create(self, resource):
+        if self._key(resource) in self._items:
+            raise AlreadyExists(f"{resource.kind} {resource.metadata.name} already exists")
+        self.put(resource)
+        return resource
+
+    def update(self, resource):
+        if self._key(resource) not in self._items:
+            raise NotFound(f"{resource.kind} {resource.metadata.name} not found")
+        self.put(resource)
+        return resource
 
     def delete(self, resource):
         with self._lock:

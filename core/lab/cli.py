@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import netns
-from .cluster import Lab, LabNotFound, lab_dir, remove_stale_dir
+from .cluster import POLICIES, ROUTINGS, Lab, LabNotFound, lab_dir, remove_stale_dir
 from .state import LabError, default_state_root
 
 PROG = "calico-lab"
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
                          "routed by the underlay")
     up.add_argument("--recreate", action="store_true",
                     help="tear down an existing lab of this name first")
+    up.add_argument("--routing", choices=ROUTINGS, default=None,
+                    help="run calico-node on every node with this routing plugin "
+                         "(the default pool encapsulates to match)")
+    up.add_argument("--policy", choices=POLICIES, default=None,
+                    help="run calico-node on every node with this policy plugin (default iptables "
+                         "when --routing is given)")
 
     st = sub.add_parser("status", parents=[common], help="show a lab")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -83,11 +89,13 @@ def _cmd_up(a) -> int:
     if not ok:
         raise LabError(why)
     lab = Lab.up(a.name, nodes=a.nodes, subnets=a.subnets, state_root=a.state_dir,
-                 recreate=a.recreate)
+                 recreate=a.recreate, routing=a.routing, policy=a.policy)
     print(f"lab {lab.name!r} is up: {len(lab.nodes)} nodes, etcd at "
           f"{', '.join(lab.etcd_endpoints)}, state in {lab.state_dir}")
     for n in lab.nodes:
         print(f"  {n.name:<8} {n.cidr:<18} netns {n.netns}")
+    if lab.state.agents:
+        print(f"calico-node runs on every node: routing {lab.state.routing}, policy {lab.state.policy}")
     return 0
 
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -67,8 +68,20 @@ def lab_dir(name: str, state_root: Path | str | None = None) -> Path:
     return Path(state_root or default_state_root()) / name
 
 
-def plan(name: str, nodes: int, subnets: int, state_dir: Path) -> LabState:
-    """The lab's full layout, decided before anything is created."""
+ROUTINGS = ("none", "bird", "vxlan", "ipip")
+POLICIES = ("iptables", "nftables")
+# How the default pool encapsulates for each routing mode, as Calico's install docs set it.
+POOL_MODES = {"vxlan": {"vxlanMode": "Always"}, "ipip": {"ipipMode": "Always"}}
+
+
+def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | None = None,
+         policy: str | None = None) -> LabState:
+    """The lab's full layout, decided before anything is created. With ``routing`` or
+    ``policy`` given, calico-node runs on every node."""
+    if routing is not None and routing not in ROUTINGS:
+        raise LabError(f"--routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+    if policy is not None and policy not in POLICIES:
+        raise LabError(f"--policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     if not 1 <= nodes <= MAX_NODES:
         raise LabError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
     if subnets not in (1, 2):
@@ -98,6 +111,9 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path) -> LabState:
         cp_ip=cp_ip,
         etcd_endpoints=endpoints,
         nodes=records,
+        routing=routing or "none",
+        policy=policy or "iptables",
+        agents=routing is not None or policy is not None,
     )
 
 
@@ -110,8 +126,14 @@ class Lab:
     @classmethod
     def up(cls, name: str = "lab", nodes: int = 2, subnets: int = 1,
            state_root: Path | str | None = None, *, recreate: bool = False,
-           etcd_timeout: float = 20.0) -> Lab:
-        """Build the lab. On any failure everything created so far is torn down."""
+           etcd_timeout: float = 20.0, routing: str | None = None, policy: str | None = None,
+           agent_timeout: float = 60.0) -> Lab:
+        """Build the lab. On any failure everything created so far is torn down.
+
+        With ``routing`` (bird, vxlan, ipip, none) or ``policy`` (iptables, nftables),
+        each node runs calico-node with them (the other defaults to none / iptables),
+        the default pool encapsulates as the routing mode needs, and ``up`` returns once
+        every node has registered its Node."""
         directory = lab_dir(name, state_root)
         if state_path(directory).exists():
             if not recreate:
@@ -122,7 +144,7 @@ class Lab:
         if directory.exists() and any(directory.iterdir()):
             # down() removes the whole directory, so it must start out ours.
             raise LabError(f"state directory {directory} is not empty and holds no lab")
-        lab = cls(plan(name, nodes, subnets, directory))
+        lab = cls(plan(name, nodes, subnets, directory, routing, policy))
         taken = [ns for ns in lab._all_netns() if netns.exists(ns)]
         if taken:
             raise LabError(f"network namespace {taken[0]} already exists but belongs to "
@@ -132,6 +154,8 @@ class Lab:
             directory.mkdir(parents=True, exist_ok=True)
             lab.save()
             lab._build(etcd_timeout)
+            if lab.state.agents:
+                lab._start_agents(agent_timeout)
         except BaseException as e:
             try:
                 lab.down()
@@ -259,6 +283,51 @@ class Lab:
                 return ended
         raise LabError(f"pid {pid} is not a process of lab {self.name!r}")
 
+    # --- the agents -----------------------------------------------------------
+
+    def agent_pid(self, node: str | NodeRecord) -> int | None:
+        """The pid of the node's running calico-node, if any."""
+        n = node if isinstance(node, NodeRecord) else self.node(node)
+        return next((p.pid for p in self.processes if p.name == f"calico-node-{n.name}" and p.alive()), None)
+
+    def start_agent(self, node: str | NodeRecord) -> int:
+        """Start calico-node in the node's namespace with the node's calico.toml."""
+        n = node if isinstance(node, NodeRecord) else self.node(node)
+        if self.agent_pid(n) is not None:
+            raise LabError(f"calico-node already runs on {n.name}")
+        log = self.state_dir / "logs" / f"calico-node-{n.name}.log"
+        env = {**os.environ, **self.node_env(n)}
+        return self.spawn(n.netns, [sys.executable, "-m", "pycalico.core.node", "--config", n.config_path],
+                          log, name=f"calico-node-{n.name}", env=env)
+
+    def wait_registered(self, nodes: Sequence[NodeRecord], timeout: float) -> None:
+        """Wait until each of ``nodes`` has written its Node (its agent's first pass)."""
+        from .pods import with_datastore
+
+        deadline = time.monotonic() + timeout
+        while True:
+            names = with_datastore(self, self.nodes[0], lambda ds: {r.metadata.name for r in ds.list("Node").items})
+            missing = [n for n in nodes if n.name not in names]
+            if not missing:
+                return
+            dead = [n.name for n in missing if self.agent_pid(n) is None]
+            if dead or time.monotonic() > deadline:
+                why = "exited" if dead else f"did not register within {timeout:.0f} s"
+                names = dead or [n.name for n in missing]
+                # up() removes the state directory on failure: say what the log said.
+                log = self.state_dir / "logs" / f"calico-node-{names[0]}.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                raise LabError(f"calico-node on {', '.join(names)} {why}; its log ends: " + " | ".join(tail))
+            time.sleep(0.2)
+
+    def _start_agents(self, timeout: float) -> None:
+        from .pods import ensure_default_pool
+
+        ensure_default_pool(self, modes=POOL_MODES.get(self.state.routing, {}))
+        for n in self.nodes:
+            self.start_agent(n)
+        self.wait_registered(self.nodes, timeout)
+
     # --- status -------------------------------------------------------------
 
     def etcd_healthy(self) -> bool:
@@ -382,7 +451,8 @@ class Lab:
             netns.sysctl(n.netns, "net.ipv4.conf.all.accept_redirects", 0)
             path = Path(n.config_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(node_config_text(n.name, self.etcd_endpoints))
+            path.write_text(node_config_text(n.name, self.etcd_endpoints, self.state.routing,
+                                             self.state.policy, path.parent))
 
         self._start_etcd(etcd_timeout)
         self.state.complete = True

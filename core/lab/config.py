@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _toml_str(s: str) -> str:
@@ -15,9 +16,12 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)
 
 
-def node_config_text(node_name: str, etcd_endpoints: Sequence[str]) -> str:
+def node_config_text(node_name: str, etcd_endpoints: Sequence[str], routing: str = "none",
+                     policy: str = "iptables", node_dir: str | Path | None = None) -> str:
+    """One node's calico.toml. ``node_dir`` holds what the node's daemons keep on disk
+    (BIRD's config and control socket), since lab nodes share the machine's /etc and /run."""
     endpoints = ", ".join(_toml_str(e) for e in etcd_endpoints)
-    return (
+    text = (
         f"node_name = {_toml_str(node_name)}\n"
         "\n"
         "[datastore]\n"
@@ -26,7 +30,14 @@ def node_config_text(node_name: str, etcd_endpoints: Sequence[str]) -> str:
         "[datastore.etcd]\n"
         f"endpoints = [{endpoints}]\n"
         "\n"
-        "# No routing plugin runs in the lab yet: Calico's policy-only mode.\n"
         "[routing]\n"
-        'type = "none"\n'
+        f"type = {_toml_str(routing)}\n"
     )
+    if routing == "bird" and node_dir is not None:
+        bird = Path(node_dir) / "bird"
+        text += (
+            "\n[routing.bird]\n"
+            f"config_dir = {_toml_str(str(bird))}\n"
+            f"socket = {_toml_str(str(bird / 'bird.ctl'))}\n"
+        )
+    return text + f"\n[policy]\ntype = {_toml_str(policy)}\n"

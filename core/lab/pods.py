@@ -182,9 +182,11 @@ def with_datastore(lab: Lab, node: str | NodeRecord, fn: Callable[[Any], T], tim
     return netns.run_in_netns(n.netns, run, timeout=timeout)
 
 
-def ensure_default_pool(lab: Lab, node: str | NodeRecord | None = None) -> bool:
+def ensure_default_pool(lab: Lab, node: str | NodeRecord | None = None, modes: Mapping[str, str] | None = None) -> bool:
     """Create the default IPv4 pool if the datastore has no IPPool (what calico-node
-    does when it starts). True if it created one."""
+    does when it starts), encapsulating as ``modes`` says (``{"vxlanMode": "Always"}``;
+    Never by default). True if it created one."""
+    modes = {"ipipMode": "Never", "vxlanMode": "Never", **(modes or {})}
 
     def ensure(ds) -> bool:
         from pycalico.core.datastore import AlreadyExists
@@ -195,8 +197,8 @@ def ensure_default_pool(lab: Lab, node: str | NodeRecord | None = None) -> bool:
         (pool,) = load_resources(
             "apiVersion: projectcalico.org/v3\nkind: IPPool\n"
             f"metadata: {{name: {DEFAULT_POOL}}}\n"
-            f"spec: {{cidr: {DEFAULT_POOL_CIDR}, blockSize: {DEFAULT_BLOCK_SIZE}, ipipMode: Never, "
-            "vxlanMode: Never, natOutgoing: true, nodeSelector: all()}\n")
+            f"spec: {{cidr: {DEFAULT_POOL_CIDR}, blockSize: {DEFAULT_BLOCK_SIZE}, ipipMode: {modes['ipipMode']}, "
+            f"vxlanMode: {modes['vxlanMode']}, natOutgoing: true, nodeSelector: all()}}\n")
         try:
             ds.create(pool)
         except AlreadyExists:

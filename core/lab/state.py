@@ -70,6 +70,10 @@ class LabState:
     cp_ip: str
     etcd_endpoints: list[str]
     nodes: list[NodeRecord] = attrs.Factory(list)
+    # Plugins in each node's calico.toml; agents: whether calico-node runs on each node.
+    routing: str = "none"
+    policy: str = "iptables"
+    agents: bool = False
     # In creation order; torn down in reverse.
     namespaces: list[str] = attrs.Factory(list)
     processes: list[ProcessRecord] = attrs.Factory(list)

@@ -3,6 +3,7 @@
 import threading
 import time
 
+import attrs
 import pytest
 
 from doubles import MemoryDatastore, MemoryPlugin, Recorder
@@ -20,12 +21,22 @@ type = "none"
 type = "rec"
 [policy]
 type = "rec"
+[node]
+ip = "198.51.100.11/24"
 [intervals]
 coalesce_seconds = 0.2
 resync_seconds = {resync}
 [logging]
 level = "{level}"
 """
+
+
+NODE = load_resources("""
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node1}
+spec: {bgp: {ipv4Address: 198.51.100.11/24}}
+""")[0]
 
 
 def wep(pod, node="node1"):
@@ -58,10 +69,11 @@ def wait_for(predicate, timeout=5.0):
 
 
 class Harness:
-    def __init__(self, tmp_path, resources=(), resync=600, watch_config=False):
+    def __init__(self, tmp_path, resources=(), resync=600, watch_config=False, registered=True):
         self.path = tmp_path / "calico.toml"
         self.write(resync=resync)
-        self.store = MemoryDatastore(resources)
+        # A registered node: the loop's node step has nothing to write.
+        self.store = MemoryDatastore([NODE, *resources] if registered else resources)
         self.routing, self.policy = Recorder("routing"), Recorder("policy")
         registry = Registry(
             {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing}, "policy": {"rec": self.policy}}
@@ -87,7 +99,11 @@ def test_first_pass_reconciles_the_snapshot_for_this_node(tmp_path):
         wait_for(lambda: h.loop.passes == 1)
         report = h.loop.last_report
         assert report.reason == "sync" and report.ok
-        assert report.changes == {"routing": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0"), "policy": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0")}
+        assert report.changes == {
+            "node": (),
+            "routing": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0"),
+            "policy": ("+node1-k8s-a-eth0", "+node1-k8s-b-eth0"),
+        }
         # Every reconciler of a pass sees the same immutable snapshot.
         assert h.routing.states[0] is h.policy.states[0]
         assert h.routing.states[0].revision == h.store.revision
@@ -183,3 +199,18 @@ def test_once_returns_after_the_first_pass(tmp_path):
     h = Harness(tmp_path, [wep("a")])
     h.loop.run(once=True)
     assert h.loop.passes == 1 and h.store.closed
+
+
+def test_the_node_registers_itself_and_keeps_what_others_set(tmp_path):
+    with Harness(tmp_path, registered=False, watch_config=True) as h:
+        wait_for(lambda: ("Node", "", "node1") in h.store._items)
+        node = h.store._items[("Node", "", "node1")]
+        assert node.spec.bgp.ipv4_address == "198.51.100.11/24"
+        wait_for(lambda: h.loop.passes >= 2)
+        assert h.loop.last_report.changes["node"] == ()
+        # A route reflector cluster ID set by the operator survives a new address.
+        bgp = attrs.evolve(node.spec.bgp, route_reflector_cluster_id="244.0.0.1")
+        h.store.put(attrs.evolve(node, spec=attrs.evolve(node.spec, bgp=bgp)))
+        h.path.write_text(h.path.read_text().replace("198.51.100.11/24", "198.51.100.12/24"))
+        wait_for(lambda: h.store._items[("Node", "", "node1")].spec.bgp.ipv4_address == "198.51.100.12/24")
+        assert h.store._items[("Node", "", "node1")].spec.bgp.route_reflector_cluster_id == "244.0.0.1"
