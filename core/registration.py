@@ -1,13 +1,17 @@
-"""This node's own Node resource, as calico-node's startup writes it.
+"""This node's own Node resource and the cluster's ClusterInformation, as
+calico-node's startup writes them.
 
 Level-based like the reconcilers: every pass compares the Node in the desired state
 with what this node says of itself (its name, its IPv4 address and prefix, its AS when
 configured) and writes only a difference. Fields owned by others (route reflector
 cluster ID, tunnel addresses, labels set by an operator) are kept as they are.
+ClusterInformation ``default`` gets a cluster GUID once, the running version (what
+calicoctl's version-mismatch check compares with) and ``datastoreReady``.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import attrs
@@ -15,6 +19,7 @@ import attrs
 from pycalico.core.calc import DesiredState
 from pycalico.core.config import Config
 from pycalico.core.datastore import Datastore
+from pycalico.core.resources.cluster import ClusterInformation
 from pycalico.core.resources.meta import ObjectMeta
 from pycalico.core.resources.node import Node, NodeBGPSpec, NodeSpec
 
@@ -43,17 +48,50 @@ def desired_node(current: Node | None, name: str, address: str | None, as_number
     return attrs.evolve(node, spec=attrs.evolve(spec, bgp=None if bgp == NodeBGPSpec() else bgp))
 
 
+def desired_cluster_information(current: ClusterInformation | None, config: Config) -> ClusterInformation:
+    from pycalico.core.ctl.version import client_version
+
+    info = current or ClusterInformation(metadata=ObjectMeta(name="default"))
+    spec = info.spec
+    types = [t for t in (spec.cluster_type or "").split(",") if t]
+    # Calico's startup adds these to CLUSTER_TYPE for the datastore and the backend.
+    for wanted, needed in (("kdd", config.datastore.type == "kubernetes"), ("bgp", config.routing.type == "bird")):
+        if needed and wanted not in types:
+            types.append(wanted)
+    spec = attrs.evolve(
+        spec,
+        cluster_guid=spec.cluster_guid or uuid.uuid4().hex,
+        cluster_type=",".join(types) or None,
+        calico_version=client_version(),
+        datastore_ready=True if spec.datastore_ready is None else spec.datastore_ready,
+    )
+    return attrs.evolve(info, spec=spec)
+
+
+def _cluster_information(state: DesiredState, config: Config, datastore: Datastore) -> list[str]:
+    current = next(iter(state.of_kind("ClusterInformation")), None)
+    wanted = desired_cluster_information(current, config)
+    if current is not None and wanted == current:
+        return []
+    if current is None:
+        datastore.create(wanted)
+    else:
+        datastore.update(wanted)
+    return [f"ClusterInformation default: calicoVersion {wanted.spec.calico_version}"]
+
+
 def register(state: DesiredState, config: Config, datastore: Datastore, detect: Callable | None = None) -> list[str]:
     """Create or update this node's Node so that it says what this node is; return
     one line per write. Conflict (someone else wrote meanwhile) propagates: the next
     pass sees their write and tries again."""
+    lines = _cluster_information(state, config, datastore)
     current = state.node
     wanted = desired_node(current, state.node_name, node_address(config, detect), config.node.as_number)
     if current is not None and wanted == current:
-        return []
+        return lines
     address = wanted.spec.bgp.ipv4_address if wanted.spec.bgp else None
     if current is None:
         datastore.create(wanted)
-        return [f"Node {state.node_name} registered with {address or 'no IPv4 address'}"]
+        return [*lines, f"Node {state.node_name} registered with {address or 'no IPv4 address'}"]
     datastore.update(wanted)
-    return [f"Node {state.node_name} updated: ipv4Address {address}"]
+    return [*lines, f"Node {state.node_name} updated: ipv4Address {address}"]

@@ -7,6 +7,9 @@ import attrs
 import pytest
 
 from doubles import MemoryDatastore, MemoryPlugin, Recorder
+from pycalico.core import config as cfg
+from pycalico.core import registration
+from pycalico.core.ctl.version import client_version
 from pycalico.core.loop import Loop
 from pycalico.core.plugins import Registry
 from pycalico.core.resources.codec import load_resources
@@ -73,7 +76,8 @@ class Harness:
         self.path = tmp_path / "calico.toml"
         self.write(resync=resync)
         # A registered node: the loop's node step has nothing to write.
-        self.store = MemoryDatastore([NODE, *resources] if registered else resources)
+        info = registration.desired_cluster_information(None, cfg.read(self.path))
+        self.store = MemoryDatastore([info, NODE, *resources] if registered else resources)
         self.routing, self.policy = Recorder("routing"), Recorder("policy")
         registry = Registry(
             {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing}, "policy": {"rec": self.policy}}
@@ -214,3 +218,6 @@ def test_the_node_registers_itself_and_keeps_what_others_set(tmp_path):
         h.path.write_text(h.path.read_text().replace("198.51.100.11/24", "198.51.100.12/24"))
         wait_for(lambda: h.store._items[("Node", "", "node1")].spec.bgp.ipv4_address == "198.51.100.12/24")
         assert h.store._items[("Node", "", "node1")].spec.bgp.route_reflector_cluster_id == "244.0.0.1"
+        info = h.store._items[("ClusterInformation", "", "default")].spec
+        assert info.calico_version == client_version() and info.datastore_ready
+        assert len(info.cluster_guid) == 32
