@@ -136,7 +136,9 @@ class Loop:
 
         target = self.config_path.resolve()
         # Editors replace files by rename, so watch the directory, not the inode.
-        for changes in watchfiles.watch(target.parent, stop_event=self._stop, debounce=200, rust_timeout=500):
+        for changes in watchfiles.watch(
+            target.parent, stop_event=self._stop, debounce=200, rust_timeout=500, recursive=False
+        ):
             if any(Path(path).resolve() == target for _, path in changes):
                 self._queue.put(_ConfigChanged())
 
@@ -208,10 +210,13 @@ class Loop:
         self.plugins.unconfigure()
         self.plugins = plugins
         self._close_writer()
+        # The old plugins' unconfigure closed the stores they opened, the sync's among
+        # them: resync through the new ones. The cache stays, so nothing is removed
+        # meanwhile unless the datastore itself changed.
+        self._stop_sync()
         if datastore_changed:
-            self._stop_sync()
             self.in_sync = False
-            self._start_sync()
+        self._start_sync()
         log.info("config reloaded from %s", self.config_path)
         return True
 

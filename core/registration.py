@@ -18,7 +18,7 @@ import attrs
 
 from pycalico.core.calc import DesiredState
 from pycalico.core.config import Config
-from pycalico.core.datastore import Datastore
+from pycalico.core.datastore import AlreadyExists, Datastore
 from pycalico.core.resources.cluster import ClusterInformation
 from pycalico.core.resources.meta import ObjectMeta
 from pycalico.core.resources.node import Node, NodeBGPSpec, NodeSpec
@@ -74,7 +74,10 @@ def _cluster_information(state: DesiredState, config: Config, datastore: Datasto
     if current is not None and wanted == current:
         return []
     if current is None:
-        datastore.create(wanted)
+        try:
+            datastore.create(wanted)
+        except AlreadyExists:  # another node's first pass won: the next pass sees it
+            return []
     else:
         datastore.update(wanted)
     return [f"ClusterInformation default: calicoVersion {wanted.spec.calico_version}"]

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "delete": "pycalico.core.ctl.commands:delete",
     "get": "pycalico.core.ctl.commands:get",
     "ipam": "pycalico.core.ctl.ipam:run",
+    "node": "pycalico.core.ctl.node:run",
     "version": "pycalico.core.ctl.version:run",
 }
 ENTRY_POINT_GROUP = "pycalico.calicoctl"
@@ -39,6 +40,7 @@ Usage:
     get          Get a resource identified by file, directory, stdin or resource type and
                  name.
     ipam         IP address management.
+    node         Calico node management.
     version      Display the version of this binary.
 
 Options:

@@ -19,7 +19,7 @@ def _toml_str(s: str) -> str:
 def node_config_text(node_name: str, etcd_endpoints: Sequence[str], routing: str = "none",
                      policy: str = "iptables", node_dir: str | Path | None = None) -> str:
     """One node's calico.toml. ``node_dir`` holds what the node's daemons keep on disk
-    (BIRD's config and control socket), since lab nodes share the machine's /etc and /run."""
+    (BIRD's config, control socket and BGP secrets), since lab nodes share the machine's /etc and /run."""
     endpoints = ", ".join(_toml_str(e) for e in etcd_endpoints)
     text = (
         f"node_name = {_toml_str(node_name)}\n"
@@ -39,5 +39,6 @@ def node_config_text(node_name: str, etcd_endpoints: Sequence[str], routing: str
             "\n[routing.bird]\n"
             f"config_dir = {_toml_str(str(bird))}\n"
             f"socket = {_toml_str(str(bird / 'bird.ctl'))}\n"
+            f"secrets_dir = {_toml_str(str(bird / 'secrets'))}\n"
         )
     return text + f"\n[policy]\ntype = {_toml_str(policy)}\n"

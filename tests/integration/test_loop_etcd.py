@@ -68,3 +68,29 @@ def test_loop_syncs_and_follows_real_etcd(etcd_server, etcd_datastore, tmp_path)
         loop.stop()
         thread.join(timeout=15)
     assert not thread.is_alive()
+
+
+def test_a_config_reload_keeps_following_etcd(etcd_server, etcd_datastore, tmp_path):
+    config = tmp_path / "calico.toml"
+    text = (
+        f'node_name = "node1"\n[datastore]\ntype = "etcd"\n[datastore.etcd]\nendpoints = ["{etcd_server.endpoint}"]\n'
+        '[ipam]\ntype = "none"\n[routing]\ntype = "rec"\n[policy]\ntype = "rec"\n'
+        '[node]\nip = "198.51.100.11/24"\n'
+        "[intervals]\ncoalesce_seconds = 0.1\nresync_seconds = {resync}\n"
+    )
+    config.write_text(text.format(resync=600))
+    routing, policy = Recorder("routing"), Recorder("policy")
+    loop = Loop(config, Registry({"routing": {"rec": routing}, "policy": {"rec": policy}}), watch_config=True)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: loop.passes >= 1)
+        config.write_text(text.format(resync=500))
+        wait_for(lambda: loop.config.intervals.resync_seconds == 500)
+        # The old plugins closed their etcd clients; the watch must go on through new ones.
+        etcd_datastore.create(wep("c"))
+        wait_for(lambda: "node1-k8s-c-eth0" in policy.kernel)
+    finally:
+        loop.stop()
+        thread.join(timeout=15)
+    assert not thread.is_alive()

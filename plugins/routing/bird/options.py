@@ -1,0 +1,54 @@
+"""``[routing.bird]`` in calico.toml.
+
+Every key is optional; the defaults are Calico's paths in the calico/node image::
+
+    [routing]
+    type = "bird"
+
+    [routing.bird]
+    config_dir = "/etc/calico/confd/config"   # bird.cfg, bird_aggr.cfg, bird_ipam.cfg
+    socket = "/var/run/calico/bird.ctl"        # BIRD's control socket (calicoctl node status reads it)
+    secrets_dir = "/etc/calico/bgp-secrets"    # BGP passwords: <secrets_dir>/<secret name>/<key>
+
+Calico reads a BGP password from the Kubernetes Secret a ``secretKeyRef`` names; here
+the Secret is a directory of files, laid out as Kubernetes mounts a Secret volume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from pycalico.core.schema import FieldError
+
+# sockaddr_un.sun_path holds 108 bytes, the last one the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def _absolute(_inst, attribute: attrs.Attribute, value: str) -> None:
+    if not value or not Path(value).is_absolute():
+        raise FieldError(attribute.name, f"must be an absolute path, got {value!r}")
+
+
+def _socket_path(inst, attribute: attrs.Attribute, value: str) -> None:
+    _absolute(inst, attribute, value)
+    if len(value.encode()) > MAX_SOCKET_PATH:
+        raise FieldError(
+            attribute.name, f"a unix socket path has at most {MAX_SOCKET_PATH} bytes, {value!r} has {len(value.encode())}"
+        )
+
+
+@attrs.frozen
+class Options:
+    config_dir: str = attrs.field(default="/etc/calico/confd/config", validator=_absolute)
+    socket: str = attrs.field(default="/var/run/calico/bird.ctl", validator=_socket_path)
+    secrets_dir: str = attrs.field(default="/etc/calico/bgp-secrets", validator=_absolute)
+
+    @property
+    def config_file(self) -> Path:
+        return Path(self.config_dir) / "bird.cfg"
+
+    @property
+    def pid_file(self) -> Path:
+        return Path(self.config_dir) / "bird.pid"
