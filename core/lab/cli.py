@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--routing", choices=ROUTINGS, default=None,
                     help="run calico-node on every node with this routing plugin "
                          "(the default pool encapsulates to match)")
+    up.add_argument("--route-reflectors", type=int, default=0, metavar="N",
+                    help="with --routing bird: the first N nodes reflect routes to the others "
+                         "and the node-to-node mesh is off")
     up.add_argument("--policy", choices=POLICIES, default=None,
                     help="run calico-node on every node with this policy plugin (default iptables "
                          "when --routing is given)")
@@ -60,10 +63,21 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("node")
     pa.add_argument("pod", metavar="NAMESPACE/NAME")
     pa.add_argument("--labels", default="", metavar="K=V,...", help="the pod's labels")
+    pa.add_argument("--ports", default="", metavar="NAME=PORT[/PROTO],...",
+                    help="the pod's named container ports (protocol TCP, UDP or SCTP; default TCP)")
     pd = pod_sub.add_parser("del", parents=[common], help="delete a pod (CNI DEL, then its namespace)")
     pd.add_argument("pod", metavar="NAMESPACE/NAME")
     pl = pod_sub.add_parser("list", parents=[common], help="list the lab's pods")
     pl.add_argument("--json", action="store_true")
+
+    for verb, what in (("apply", "create or update"), ("delete", "delete")):
+        kp = sub.add_parser(verb, parents=[common],
+                            help=f"{what} the Calico resources and Kubernetes Namespaces, ServiceAccounts "
+                                 "and NetworkPolicies of a manifest, as Kubernetes and kube-controllers would")
+        kp.add_argument("-f", "--filename", required=True, metavar="FILE", help="YAML or JSON; - reads stdin")
+    lb = sub.add_parser("label", parents=[common], help="change a namespace's or a pod's labels (kubectl label)")
+    lb.add_argument("target", metavar="ns/NAME|pod/NAMESPACE/NAME")
+    lb.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-")
 
     sub.add_parser("down", parents=[common], help="remove a lab (idempotent)")
 
@@ -88,8 +102,20 @@ def _cmd_up(a) -> int:
     ok, why = netns.available()
     if not ok:
         raise LabError(why)
+    if a.route_reflectors and a.routing != "bird":
+        raise LabError("--route-reflectors needs --routing bird")
     lab = Lab.up(a.name, nodes=a.nodes, subnets=a.subnets, state_root=a.state_dir,
                  recreate=a.recreate, routing=a.routing, policy=a.policy)
+    if a.route_reflectors:
+        from . import bgp
+
+        try:
+            reflectors = bgp.setup_route_reflectors(lab, a.route_reflectors)
+        except BaseException:
+            lab.down()
+            raise
+        print(f"route reflectors: {', '.join(reflectors)} (cluster ID {bgp.RR_CLUSTER_ID}); "
+              "node-to-node mesh off")
     print(f"lab {lab.name!r} is up: {len(lab.nodes)} nodes, etcd at "
           f"{', '.join(lab.etcd_endpoints)}, state in {lab.state_dir}")
     for n in lab.nodes:
@@ -101,7 +127,12 @@ def _cmd_up(a) -> int:
 
 def _cmd_status(a) -> int:
     _need_root()
-    s = Lab.load(a.name, a.state_dir).status()
+    lab = Lab.load(a.name, a.state_dir)
+    s = lab.status()
+    if lab.state.routing == "bird":
+        from . import bgp
+
+        s["bgp"] = bgp.status(lab)
     if a.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -117,6 +148,10 @@ def _cmd_status(a) -> int:
     for p in s["processes"]:
         print(f"  {p['name']:<12} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}"
               f"  netns {p['netns']}  log {p['log_path']}")
+    if "bgp" in s:
+        from . import bgp
+
+        print("\n".join(bgp.format_status(s["bgp"])))
     return 0
 
 
@@ -190,13 +225,46 @@ def _labels(text: str) -> dict[str, str]:
     return out
 
 
+def _ports(text: str) -> list[dict]:
+    out = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, sep, rest = item.partition("=")
+        number, _, proto = rest.partition("/")
+        if not sep or not name or not number.isdigit():
+            raise LabError(f"--ports: {item!r} is not NAME=PORT[/PROTOCOL]")
+        out.append({"name": name, "containerPort": int(number), "protocol": (proto or "TCP").upper()})
+    return out
+
+
+def _cmd_kube(a) -> int:
+    _need_root()
+    from . import kube
+
+    lab = Lab.load(a.name, a.state_dir)
+    if a.command == "label":
+        print(kube.label(lab, a.target, a.changes))
+        return 0
+    if a.filename == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(a.filename) as f:
+                text, source = f.read(), a.filename
+        except OSError as e:
+            raise LabError(f"cannot read {a.filename}: {e.strerror}") from None
+    outcomes = (kube.apply if a.command == "apply" else kube.delete)(lab, text, source)
+    for outcome in outcomes:
+        print(outcome)
+    return 1 if any(o.action == "not found" for o in outcomes) else 0
+
+
 def _cmd_pod(a) -> int:
     _need_root()
     from . import pods
 
     lab = Lab.load(a.name, a.state_dir)
     if a.pod_command == "add":
-        pod = pods.add_pod(lab, a.node, a.pod, labels=_labels(a.labels))
+        pod = pods.add_pod(lab, a.node, a.pod, labels=_labels(a.labels), ports=_ports(a.ports))
         print(pod.ip)
     elif a.pod_command == "del":
         pods.del_pod(lab, a.pod)
@@ -212,7 +280,8 @@ def _cmd_pod(a) -> int:
 
 
 _COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec, "pod": _cmd_pod,
-             "down": _cmd_down, "list": _cmd_list, "demo": _cmd_demo}
+             "down": _cmd_down, "list": _cmd_list, "demo": _cmd_demo, "apply": _cmd_kube, "delete": _cmd_kube,
+             "label": _cmd_kube}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,10 @@ resource's.
 
 Native objects (``libcalico-go/lib/backend/k8s/conversion/`` and
 ``.../resources/node.go``): Node <- k8s Node and its ``projectcalico.org/*``
-annotations; WorkloadEndpoint <- Pod; Profile <- Namespace and ServiceAccount;
-NetworkPolicy ``knp.default.<name>`` <- networking.k8s.io/v1 NetworkPolicy.
+annotations; WorkloadEndpoint <- Pod. Profile <- Namespace and ServiceAccount,
+NetworkPolicy ``knp.default.<name>`` <- networking.k8s.io/v1 NetworkPolicy, and a pod's
+endpoint labels, profiles and ports are :mod:`pycalico.core.kube`'s, shared with the lab
+and kube-controllers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from typing import Any
 
 import attrs
 
+from pycalico.core.kube.objects import ConversionError
+from pycalico.core.kube.pods import endpoint_ports, workload_labels, workload_profiles
+from pycalico.core.kube.policy import knp_to_calico  # noqa: F401  (the sources read it from here)
+from pycalico.core.kube.profiles import (  # noqa: F401  (the sources read them from here)
+    namespace_to_profile,
+    service_account_to_profile,
+)
 from pycalico.core.resources import codec
 from pycalico.core.resources import types as rtypes
 from pycalico.core.resources.base import ResourceError, deferred_checks
@@ -61,10 +70,6 @@ META_KEYS = (
     "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
     "managedFields",
 )
-
-
-class ConversionError(ValueError):
-    """A Kubernetes object that does not make a valid Calico resource."""
 
 
 def now() -> str:
@@ -426,9 +431,6 @@ CONTAINER_ID_ANNOTATION = "cni.projectcalico.org/containerID"
 AWS_POD_IPS_ANNOTATION = "vpc.amazonaws.com/pod-ips"
 FLOATING_IPS_ANNOTATION = "cni.projectcalico.org/floatingIPs"
 SOURCE_PREFIXES_ANNOTATION = "cni.projectcalico.org/allowedSourcePrefixes"
-LABEL_NAMESPACE = "projectcalico.org/namespace"
-LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
-LABEL_SERVICE_ACCOUNT = "projectcalico.org/serviceaccount"
 
 
 def is_workload_endpoint(pod: dict) -> bool:
@@ -475,9 +477,6 @@ def pod_ips(pod: dict) -> list[str]:
     return [_ip_net(ip) for ip in raw]
 
 
-_PORT_PROTOCOLS = {"TCP": "TCP", "": "TCP", "UDP": "UDP", "SCTP": "SCTP"}
-
-
 def pod_to_wep(pod: dict) -> Resource | None:
     """``podToDefaultWorkloadEndpoint``, or None for a pod Calico does not show
     (unscheduled or host-networked)."""
@@ -487,20 +486,12 @@ def pod_to_wep(pod: dict) -> Resource | None:
     ann = meta.get("annotations") or {}
     ns, pod_name, node = meta.get("namespace") or "default", meta.get("name", ""), spec["nodeName"]
     sa = spec.get("serviceAccountName") or ""
-    profiles = [names.namespace_profile(ns)]
-    if sa:
-        profiles.append(names.service_account_profile(ns, sa))
     try:
         ips = pod_ips(pod)
     except ValueError as exc:
         raise ConversionError(f"pod {ns}/{pod_name}: malformed IP: {exc}") from None
     if is_finished(pod):
         ips = []
-    labels = dict(meta.get("labels") or {})
-    labels[LABEL_NAMESPACE] = ns
-    labels[LABEL_ORCHESTRATOR] = names.ORCHESTRATOR_K8S
-    if sa and len(sa) < 63:
-        labels[LABEL_SERVICE_ACCOUNT] = sa
     nats = []
     if ann.get(FLOATING_IPS_ANNOTATION) and ips:
         try:
@@ -519,23 +510,7 @@ def pod_to_wep(pod: dict) -> Resource | None:
             prefixes = [str(ipaddress.ip_network(p, strict=False)) for p in json.loads(ann[SOURCE_PREFIXES_ANNOTATION])]
         except (ValueError, TypeError):
             raise ConversionError(f"pod {ns}/{pod_name}: bad {SOURCE_PREFIXES_ANNOTATION} annotation") from None
-    ports = []
-    for container in spec.get("containers") or []:
-        for cp in container.get("ports") or []:
-            if not cp.get("containerPort") or not (cp.get("hostPort") or cp.get("name")):
-                continue
-            proto = _PORT_PROTOCOLS.get(cp.get("protocol") or "")
-            if proto is None:
-                continue
-            port: dict[str, Any] = {}
-            if cp.get("name"):
-                port["name"] = cp["name"]
-            port.update(protocol=proto, port=cp["containerPort"])
-            if cp.get("hostPort"):
-                port["hostPort"] = cp["hostPort"]
-            if cp.get("hostIP"):
-                port["hostIP"] = cp["hostIP"]
-            ports.append(port)
+    ports = endpoint_ports(cp for container in spec.get("containers") or [] for cp in container.get("ports") or [])
     wep_spec: dict[str, Any] = {
         "orchestrator": names.ORCHESTRATOR_K8S,
         "node": node,
@@ -545,7 +520,7 @@ def pod_to_wep(pod: dict) -> Resource | None:
         "serviceAccountName": sa or None,
         "ipNetworks": ips or None,
         "ipNATs": nats or None,
-        "profiles": profiles,
+        "profiles": workload_profiles(ns, sa),
         "interfaceName": names.veth_name(ns, pod_name),
         "ports": ports or None,
         "allowSpoofedSourcePrefixes": prefixes or None,
@@ -557,7 +532,7 @@ def pod_to_wep(pod: dict) -> Resource | None:
         "uid": meta.get("uid"),
         "resourceVersion": meta.get("resourceVersion"),
         "creationTimestamp": meta.get("creationTimestamp"),
-        "labels": labels,
+        "labels": workload_labels(meta.get("labels") or {}, ns, sa),
     }
     doc = {
         "apiVersion": V3,
@@ -579,35 +554,7 @@ def wep_annotations(wep: Resource) -> dict[str, str]:
     return out
 
 
-# --- Profiles <- Namespaces and ServiceAccounts ------------------------------------------
-
-
-def namespace_to_profile(ns: dict) -> Resource:
-    """``NamespaceToProfile``: ``kns.<ns>``, allow-all both ways, labels ``pcns.*``."""
-    meta = ns.get("metadata") or {}
-    name = meta.get("name", "")
-    labels = {names.NAMESPACE_LABEL_PREFIX + k: v for k, v in (meta.get("labels") or {}).items()}
-    labels[names.NAMESPACE_LABEL_PREFIX + names.NAME_LABEL] = name
-    return _profile(names.namespace_profile(name), meta, f"{meta.get('resourceVersion', '')}/",
-                    {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}],
-                     "labelsToApply": dict(sorted(labels.items()))})
-
-
-def service_account_to_profile(sa: dict) -> Resource:
-    """``ServiceAccountToProfile``: ``ksa.<ns>.<sa>``, no rules, labels ``pcsa.*``."""
-    meta = sa.get("metadata") or {}
-    name = meta.get("name", "")
-    labels = {names.SERVICE_ACCOUNT_LABEL_PREFIX + k: v for k, v in (meta.get("labels") or {}).items()}
-    labels[names.SERVICE_ACCOUNT_LABEL_PREFIX + names.NAME_LABEL] = name
-    return _profile(names.service_account_profile(meta.get("namespace") or "", name), meta,
-                    f"/{meta.get('resourceVersion', '')}", {"labelsToApply": dict(sorted(labels.items()))})
-
-
-def _profile(name: str, meta: dict, revision: str, spec: dict) -> Resource:
-    out_meta = {"name": name, "uid": names.convert_uid_or_none(meta.get("uid")), "resourceVersion": revision,
-                "creationTimestamp": meta.get("creationTimestamp")}
-    doc = {"apiVersion": V3, "kind": "Profile", "metadata": {k: v for k, v in out_meta.items() if v}, "spec": spec}
-    return _build(doc, "Profile")
+# --- the static profile -------------------------------------------------------------------
 
 
 def default_allow_profile() -> Resource:
@@ -616,173 +563,6 @@ def default_allow_profile() -> Resource:
            "metadata": {"name": names.DEFAULT_ALLOW_PROFILE, "resourceVersion": "0"},
            "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}}
     return _build(doc, "Profile")
-
-
-# --- NetworkPolicy <- networking.k8s.io/v1 NetworkPolicy ----------------------------------
-
-K8S_POLICY_ORDER = 1000.0
-
-
-def k8s_selector(sel: dict | None, pods: bool) -> str:
-    """``k8sSelectorToCalico``: a pod selector gains ``projectcalico.org/orchestrator
-    == 'k8s'``; an empty namespace selector is ``all()``; None is "" (same namespace)."""
-    parts = [f"{LABEL_ORCHESTRATOR} == '{names.ORCHESTRATOR_K8S}'"] if pods else []
-    if sel is None:
-        return " && ".join(parts)
-    labels, exprs = sel.get("matchLabels") or {}, sel.get("matchExpressions") or []
-    if not pods and not labels and not exprs:
-        return "all()"
-    parts += [f"{k} == '{labels[k]}'" for k in sorted(labels)]
-    for e in exprs:
-        key, op, values = e.get("key"), e.get("operator"), "', '".join(e.get("values") or [])
-        if op == "In":
-            parts.append(f"{key} in {{ '{values}' }}")
-        elif op == "NotIn":
-            parts.append(f"{key} not in {{ '{values}' }}")
-        elif op == "Exists":
-            parts.append(f"has({key})")
-        elif op == "DoesNotExist":
-            parts.append(f"! has({key})")
-    return " && ".join(parts)
-
-
-def _port_value(text: str) -> int | str:
-    """numorstring.PortFromString, marshalled: a number, ``min:max`` or a name."""
-    if text.isdigit():
-        value = int(text)
-        if not 1 <= value <= 65535:
-            raise ValueError(f"port {value} out of range")
-        return value
-    low, sep, high = text.partition(":")
-    if sep:
-        if not (low.isdigit() and high.isdigit()) or not 1 <= int(low) <= int(high) <= 65535:
-            raise ValueError(f"invalid port range {text!r}")
-        return text if low != high else int(low)
-    if not text or ":" in text:
-        raise ValueError(f"invalid port {text!r}")
-    return text
-
-
-def _port_range(port: int | str) -> tuple[int, int] | None:
-    if isinstance(port, int):
-        return port, port
-    low, sep, high = port.partition(":")
-    if sep:
-        return int(low), int(high)
-    return None  # a named port
-
-
-def simplify_ports(ports: list) -> list:
-    """``SimplifyPorts``: named ports first, then the numeric ports as the fewest ranges."""
-    if len(ports) <= 1:
-        return ports
-    named, numbers = [], []
-    for p in ports:
-        r = _port_range(p)
-        if r is None:
-            named.append(p)
-        else:
-            numbers.extend(range(r[0], r[1] + 1))
-    if len(numbers) <= 1:
-        return ports
-    numbers.sort()
-    out = list(named)
-    i = 0
-    while i < len(numbers):
-        first = last = numbers[i]
-        i += 1
-        while i < len(numbers) and numbers[i] <= last + 1:
-            last = numbers[i]
-            i += 1
-        out.append(first if first == last else f"{first}:{last}")
-    return out
-
-
-def _peer_fields(peer: dict | None) -> dict:
-    if peer is None:
-        return {}
-    block = peer.get("ipBlock")
-    if block is not None:
-        nets = [str(ipaddress.ip_network(block.get("cidr", ""), strict=False))]
-        not_nets = [str(ipaddress.ip_network(e, strict=False)) for e in block.get("except") or []]
-        return {"nets": nets, **({"notNets": not_nets} if not_nets else {})}
-    out = {"selector": k8s_selector(peer.get("podSelector"), pods=True)}
-    ns_sel = k8s_selector(peer.get("namespaceSelector"), pods=False)
-    if ns_sel:
-        out["namespaceSelector"] = ns_sel
-    return out
-
-
-def _k8s_rules(peers: list | None, ports: list | None, ingress: bool) -> list[dict]:
-    """``k8sRuleToCalico``: one rule per (protocol, peer), all ports of a protocol in one rule."""
-    peer_list = list(peers or []) or [None]
-    port_list = list(ports or []) or [None]
-    by_protocol: dict[str, list | None] = {}
-    for p in port_list:
-        if p is None:
-            by_protocol = {"": None}
-            break
-        proto = p.get("protocol") or "TCP"  # the implicit default of NetworkPolicyPort
-        calico_ports = None
-        if p.get("port") is not None:
-            text = str(p["port"])
-            if p.get("endPort") is not None:
-                text = f"{text}:{p['endPort']}"
-            calico_ports = [_port_value(text)]
-        if calico_ports is None:
-            by_protocol[proto] = None  # every port of that protocol
-        elif proto not in by_protocol or by_protocol[proto]:
-            by_protocol[proto] = (by_protocol.get(proto) or []) + calico_ports
-    rules = []
-    for proto in sorted(by_protocol):
-        ports_of = by_protocol[proto]
-        ports_of = simplify_ports(ports_of) if ports_of else None
-        for peer in peer_list:
-            entity = _peer_fields(peer)
-            rule: dict[str, Any] = {"action": "Allow"}
-            if proto:
-                rule["protocol"] = proto
-            if ingress:
-                if entity:
-                    rule["source"] = entity
-                if ports_of:
-                    rule["destination"] = {"ports": ports_of}
-            else:
-                dest = {**({"ports": ports_of} if ports_of else {}), **entity}
-                if dest:
-                    rule["destination"] = dest
-            rules.append(rule)
-    return rules
-
-
-def knp_to_calico(np: dict) -> Resource:
-    """``K8sNetworkPolicyToCalico``: ``knp.default.<name>`` at order 1000; a rule that
-    does not convert is dropped (and logged), as Calico does."""
-    meta, spec = np.get("metadata") or {}, np.get("spec") or {}
-    name, ns = meta.get("name", ""), meta.get("namespace") or "default"
-    ingress, egress = [], []
-    for field_name, peers_key, is_ingress, out in (("ingress", "from", True, ingress), ("egress", "to", False, egress)):
-        for i, rule in enumerate(spec.get(field_name) or []):
-            try:
-                out.extend(_k8s_rules(rule.get(peers_key), rule.get("ports"), is_ingress))
-            except (ValueError, TypeError) as exc:
-                log.warning("kdd: NetworkPolicy %s/%s: dropping %s rule %d that cannot be converted: %s",
-                            ns, name, field_name, i, exc)
-    declared = spec.get("policyTypes") or []
-    types = [t for t in ("Ingress", "Egress") if t in declared] or ["Ingress"]
-    out_meta = {"name": names.K8S_NETWORK_POLICY_PREFIX + name, "namespace": ns,
-                "uid": names.convert_uid_or_none(meta.get("uid")), "resourceVersion": meta.get("resourceVersion"),
-                "creationTimestamp": meta.get("creationTimestamp")}
-    calico_spec: dict[str, Any] = {"order": K8S_POLICY_ORDER,
-                                   "selector": k8s_selector(spec.get("podSelector"), pods=True)}
-    if ingress:
-        calico_spec["ingress"] = ingress
-    if egress:
-        calico_spec["egress"] = egress
-    calico_spec["types"] = types
-    doc = {"apiVersion": V3, "kind": "NetworkPolicy",
-           "metadata": {k: v for k, v in out_meta.items() if v is not None}, "spec": calico_spec}
-    return _build(doc, "NetworkPolicy")
 
 
 def with_meta(resource: Resource, **changes: Any) -> Resource:

@@ -5,13 +5,11 @@
 * WorkloadEndpoints (``libcalico-go/lib/names/workloadendpoint.go``): ``<node>-k8s-<pod>-<iface>``,
   each segment's ``-`` doubled; the host veth ``cali`` + 11 hex digits of
   SHA-1(``<namespace>.<pod>``) (``.../k8s/conversion/workload_endpoint_default.go``).
-* Profiles: ``kns.<namespace>``, ``ksa.<namespace>.<serviceaccount>`` and the static
-  ``projectcalico-default-allow`` (``.../k8s/conversion/conversion.go``,
-  ``libcalico-go/lib/resources/profile.go``).
-* UIDs (``conversion.ConvertUID``): a Calico resource derived from a Kubernetes object
-  never shows that object's UID but a deterministic transform of it (the bits of each
-  byte reversed, the UUID version and variant bytes kept), so that garbage collection
-  never sees two objects with one UID. The transform is its own inverse.
+* Profiles: the static ``projectcalico-default-allow`` (``libcalico-go/lib/resources/profile.go``).
+
+The names every reader of Kubernetes objects shares (``kns.``/``ksa.`` profiles, the
+``knp.default.`` prefix, the ``k8s`` orchestrator, UID conversion) are
+:mod:`pycalico.core.kube.names`'; the ones this plugin uses are imported here.
 """
 
 from __future__ import annotations
@@ -19,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import uuid
 
+from pycalico.core.kube.names import (  # noqa: F401  (kept in core for every reader of Kubernetes objects)
+    K8S_NETWORK_POLICY_PREFIX,
+    ORCHESTRATOR_K8S,
+    convert_uid,
+    convert_uid_or_none,
+    parse_profile,
+)
 from pycalico.core.resources.ipam import cidr_name
 
 # --- policies ---------------------------------------------------------------------------
 
-K8S_NETWORK_POLICY_PREFIX = "knp.default."
 DEFAULT_TIER = "default"
 # Prefixes of names that are already complete backend names (never tier-prefixed).
 _FORMATTED = (K8S_NETWORK_POLICY_PREFIX, "kcnp.kube-admin.", "kcnp.kube-baseline.", "ossg.")
@@ -56,7 +59,6 @@ def legacy_policy_name(name: str) -> str | None:
 
 # --- workload endpoints -------------------------------------------------------------------
 
-ORCHESTRATOR_K8S = "k8s"
 DEFAULT_ENDPOINT = "eth0"
 
 
@@ -113,32 +115,7 @@ def veth_name(namespace: str, pod: str) -> str:
 
 # --- profiles -----------------------------------------------------------------------------
 
-NAMESPACE_PROFILE_PREFIX = "kns."
-SERVICE_ACCOUNT_PROFILE_PREFIX = "ksa."
-NAMESPACE_LABEL_PREFIX = "pcns."
-SERVICE_ACCOUNT_LABEL_PREFIX = "pcsa."
-NAME_LABEL = "projectcalico.org/name"
 DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
-
-
-def namespace_profile(namespace: str) -> str:
-    return NAMESPACE_PROFILE_PREFIX + namespace
-
-
-def service_account_profile(namespace: str, service_account: str) -> str:
-    return f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace or 'default'}.{service_account}"
-
-
-def parse_profile(name: str) -> tuple[str, str | None] | None:
-    """(namespace, service account or None) a profile name stands for, or None."""
-    if name.startswith(NAMESPACE_PROFILE_PREFIX):
-        ns = name[len(NAMESPACE_PROFILE_PREFIX) :]
-        return (ns, None) if ns else None
-    if name.startswith(SERVICE_ACCOUNT_PROFILE_PREFIX):
-        parts = name.split(".", 2)
-        if len(parts) == 3 and parts[1] and parts[2]:
-            return parts[1], parts[2]
-    return None
 
 
 # --- IPAM -------------------------------------------------------------------------------
@@ -152,25 +129,3 @@ def block_name(cidr: str) -> str:
 def affinity_name(node: str, cidr: str) -> str:
     """The BlockAffinity object name: ``<node>-<block name>``."""
     return f"{node}-{cidr_name(cidr)}"
-
-
-# --- UIDs -------------------------------------------------------------------------------
-
-_REVERSED = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
-
-
-def convert_uid(uid: str) -> str:
-    """Calico's ``ConvertUID``: reverse the bits of every byte of the UUID except the
-    version (6) and variant (8) bytes. Its own inverse."""
-    raw = uuid.UUID(uid).bytes
-    out = bytes(b if i in (6, 8) else _REVERSED[b] for i, b in enumerate(raw))
-    return str(uuid.UUID(bytes=out))
-
-
-def convert_uid_or_none(uid: str | None) -> str | None:
-    if not uid:
-        return None
-    try:
-        return convert_uid(uid)
-    except ValueError:
-        return None
