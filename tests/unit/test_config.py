@@ -25,6 +25,23 @@ def test_example_documents_every_key_with_its_default():
     assert cfg.read(EXAMPLE) == cfg.Config()
 
 
+def test_example_and_its_commented_plugin_tables_pass_the_installed_plugins():
+    from pycalico.core.plugins import Plugins
+
+    Plugins.load(cfg.read(EXAMPLE), str(EXAMPLE), configure=False)
+    # Uncommented, each routing plugin's table is valid for that plugin.
+    text = EXAMPLE.read_text()
+    for name in ("bird", "vxlan", "ipip"):
+        lines = []
+        for line in text.split(f"# [routing.{name}]", 1)[1].splitlines()[1:]:
+            if not line.startswith("# ") or line.startswith("# ["):
+                break
+            lines.append(line[2:].split("#")[0])
+        body = f'[routing]\ntype = "{name}"\n[routing.{name}]\n' + "\n".join(lines) + "\n"
+        bound = Plugins.load(cfg.parse(body), "example", configure=False).config
+        assert bound.routing.options is not None, name
+
+
 def test_empty_file_is_all_defaults():
     c = cfg.parse("")
     assert c.datastore.type == "etcd" and c.health.port == 9099 and c.metrics.enabled is False
