@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -122,6 +122,25 @@ def _unique_prefix(by_long: dict[str, Opt], name: str) -> Opt | None:
 
 def invalid_option(argv: list[str]) -> str:
     return f"Invalid option: 'calicoctl {' '.join(argv)}'. Use flag '--help' to read about a specific subcommand.\n"
+
+
+def command_group(argv: list[str], ctx: Any, doc: str, commands: Iterable[str]) -> str | int:
+    """The sub-command of ``calicoctl <group> <command> ...`` (``argv[0]`` is the
+    group), or the exit code once Calico's answer for a missing or unknown one is
+    printed: usage and an error for none or an option, the help for ``-h``, the help
+    again (exit 0, Calico's default branch) for a command it does not know."""
+    args = argv[1:]
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        ctx.err(usage_section(doc))
+        ctx.err(invalid_option(argv))
+        return 1
+    if args[0] in ("-h", "--help"):
+        ctx.out(doc)
+        return 0
+    if args[0] not in commands:
+        ctx.out(doc + "\n")
+        return 0
+    return args[0]
 
 
 def usage_section(doc: str) -> str:

@@ -203,19 +203,11 @@ class Exit(Exception):
 
 def run(argv: list[str], ctx: Context) -> int:
     """``calicoctl ipam <command> [<args>...]``; ``argv[0]`` is ``ipam``."""
-    args = argv[1:]
-    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
-        ctx.err(cli.usage_section(DOC))
-        ctx.err(cli.invalid_option(argv))
-        return 1
-    if args[0] in ("-h", "--help"):
-        ctx.out(DOC)
-        return 0
-    command = args[0]
-    handler = {"show": _show, "check": _check, "release": _release, "configure": _configure}.get(command)
-    if handler is None:
-        ctx.out(DOC + "\n")  # Calico's default branch: the usage, exit 0
-        return 0
+    handlers = {"show": _show, "check": _check, "release": _release, "configure": _configure}
+    command = cli.command_group(argv, ctx, DOC, handlers)
+    if isinstance(command, int):
+        return command
+    handler, args = handlers[command], argv[1:]
     sub = ["ipam", *args]
     reports: list[str] = []
     if command == "release":

@@ -61,17 +61,10 @@ HEADER = ["Peer address", "Peer type", "State", "Since", "Info"]
 
 def run(argv: list[str], ctx: Context) -> int:
     """``calicoctl node <command>``; ``argv[0]`` is ``node``."""
+    command = cli.command_group(argv, ctx, DOC, ("status",))
+    if isinstance(command, int):
+        return command
     args = argv[1:]
-    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
-        ctx.err(cli.usage_section(DOC))
-        ctx.err(cli.invalid_option(argv))
-        return 1
-    if args[0] in ("-h", "--help"):
-        ctx.out(DOC)
-        return 0
-    if args[0] != "status":
-        ctx.out(DOC + "\n")  # Calico prints the usage for a sub-command it does not know
-        return 0
     try:
         values, positional = cli.parse([Opt("--allow-version-mismatch")], args[1:])
     except cli.UsageError:

@@ -867,7 +867,7 @@ def test_option_parser():
 
 
 def test_commands_registry_has_room_for_plugins():
-    assert set(COMMANDS) == {"create", "replace", "apply", "delete", "get", "version", "ipam"}
+    assert set(COMMANDS) == {"create", "replace", "apply", "delete", "get", "version", "ipam", "node"}
 
 
 def test_apply_sequences_yaml_documents_and_keeps_fields(ctl, store):
