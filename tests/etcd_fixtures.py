@@ -17,7 +17,7 @@ Fixtures:
 * ``etcd_connect``: a factory of connected Datastores (``etcd_connect(endpoints, **options)``),
   every one closed when the test ends.
 
-Helpers for the tests: ``WatchRecorder`` (a watch consumed by a thread), ``wait_for``, and
+Helpers for the tests: ``WatchRecorder`` (a watch consumed by a thread) and
 resources to write: ``gns``, ``wep``, ``handle``, ``relabel``.
 """
 
@@ -41,6 +41,7 @@ import requests
 from pycalico.core.resources import IPAMHandle, load_resources
 from pycalico.core.resources.ipam import IPAMHandleSpec
 from pycalico.core.resources.meta import ObjectMeta
+from waiting import wait_for
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -435,15 +436,6 @@ def relabel(resource, **labels: str):
 def handle(name: str) -> IPAMHandle:
     """An IPAM handle holding one address of 10.65.0.0/26."""
     return IPAMHandle(metadata=ObjectMeta(name=name), spec=IPAMHandleSpec(handle_id=name, block={"10.65.0.0/26": 1}))
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 class WatchRecorder:

@@ -28,18 +28,9 @@ from pycalico.core.lab.netns import run_in_netns
 from pycalico.core.lab.pods import with_datastore
 from pycalico.core.resources import load_resources
 from pycalico.plugins.routing.bird import BirdRouting, ConfigRejected, Options, render
+from waiting import wait_for
 
 pytestmark = pytest.mark.lab
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.2)
 
 
 def established(lab, node: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from pycalico.core.datastore import (
 )
 from pycalico.core.resources.codec import load_resources, to_dict
 from pycalico.core.resources.policy import GlobalNetworkSet
+from waiting import wait_for
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
 
@@ -202,15 +203,6 @@ def collect(store, revision, stop, out, kinds=("GlobalNetworkSet",)):
             out.append(event)
     except DatastoreUnavailable as exc:
         out.append(exc)
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_watch_delivers_every_change_in_order(backend):

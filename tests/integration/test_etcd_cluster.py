@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from etcd_fixtures import WatchRecorder, gns, wait_for
+from etcd_fixtures import WatchRecorder, gns
+from waiting import wait_for
 
 from pycalico.core.datastore import AlreadyExists, DatastoreUnavailable
 

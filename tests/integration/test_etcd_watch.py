@@ -9,7 +9,8 @@ import threading
 import time
 
 import pytest
-from etcd_fixtures import WatchRecorder, gns, handle, relabel, wait_for, wep
+from etcd_fixtures import WatchRecorder, gns, handle, relabel, wep
+from waiting import wait_for
 
 from pycalico.core.datastore import DatastoreUnavailable
 from pycalico.core.resources import IPAMHandle

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from pycalico.core.lab import LabError, node_config_text
 from pycalico.core.lab.cluster import plan
 from pycalico.core.lab.pods import with_datastore
+from waiting import wait_for
 
 pytestmark = pytest.mark.lab
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def nodes_in_datastore(lab):

@@ -10,6 +10,7 @@ from doubles import Recorder
 from pycalico.core.loop import Loop
 from pycalico.core.plugins import Registry
 from pycalico.core.resources.codec import load_resources
+from waiting import wait_for
 
 
 def wep(pod, node="node1"):
@@ -20,15 +21,6 @@ def wep(pod, node="node1"):
         f" ipNetworks: [10.65.0.1/32]}}\n"
     )
     return resource
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_loop_syncs_and_follows_real_etcd(etcd_server, etcd_datastore, tmp_path):

@@ -25,7 +25,7 @@ from pycalico.core.resources import load_resource
 from pycalico.plugins.ipam.calico_ipam import IPAM
 from pycalico.plugins.routing import vxlan
 
-from etcd_fixtures import wait_for
+from waiting import wait_for
 
 pytestmark = pytest.mark.lab
 POOL = "default-ipv4-ippool"

@@ -4,7 +4,6 @@ import threading
 import time
 
 import attrs
-import pytest
 
 from doubles import MemoryDatastore, MemoryPlugin, Recorder
 from pycalico.core import config as cfg
@@ -13,6 +12,7 @@ from pycalico.core.ctl.version import client_version
 from pycalico.core.loop import Loop
 from pycalico.core.plugins import Registry
 from pycalico.core.resources.codec import load_resources
+from waiting import wait_for
 
 CONFIG = """
 node_name = "node1"
@@ -60,15 +60,6 @@ spec:
 """
     )
     return resource
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 class Harness:
