@@ -330,6 +330,8 @@ spec:
   logSeverityScreen: Debug
   ignoredInterfaces: [eth9]
   serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+  serviceExternalIPs: [{cidr: 203.0.113.128/25}, {cidr: 10.96.0.0/12}]
+  serviceLoadBalancerIPs: [{cidr: 198.51.100.192/26}]
   communities: [{name: mine, value: "65000:100"}]
   prefixAdvertisements: [{cidr: 10.65.0.0/16, communities: [mine, "1:2:3"]}]
 ---
@@ -348,6 +350,8 @@ spec: {listenPort: 2179}
     assert '  interface -"eth9", -"cali*", -"kube-ipvs*", "*";\n' in text[render.MAIN]
     assert ("  if ( net ~ 10.65.0.0/16 ) then {\n    bgp_community.add((65000, 100));\n"
             "    bgp_large_community.add((1, 2, 3));\n  }\n") in text[render.MAIN]
+    # Cluster, external and LoadBalancer ranges, each once, from every node.
+    assert one.static_routes == ("10.96.0.0/12", "198.51.100.192/26", "203.0.113.128/25")
     assert "   # Static routes.\n   route 10.96.0.0/12 blackhole;\n" in text[render.AGGR]
     assert "  # Export static routes.\n  if ( net ~ 10.96.0.0/12 ) then { accept; }\n" in text[render.IPAM]
     assert "  # Don't program static routes into kernel.\n  if ( net ~ 10.96.0.0/12 ) then { reject; }\n" in text[render.IPAM]

@@ -95,7 +95,7 @@ class BirdConfig:
     debug: str | None = "{ states }"  # None: no debug lines
     peers: tuple[Peer, ...] = ()
     blocks: tuple[Block, ...] = ()
-    static_routes: tuple[str, ...] = ()  # service cluster IP ranges, advertised from every node
+    static_routes: tuple[str, ...] = ()  # service IP ranges, advertised from every node
     pools: tuple[Pool, ...] = ()
     communities: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (cidr, community values)
     problems: tuple[str, ...] = ()  # what could not be honoured (a missing BGP password)
@@ -137,11 +137,18 @@ def build(state: DesiredState, secrets_dir: str | Path) -> BirdConfig:
         ignored_interfaces=tuple(glob.ignored_interfaces or ()) if glob else (),
         peers=tuple(sorted(peers, key=lambda p: p.name)),
         blocks=_blocks(state),
-        static_routes=_v4(c.cidr for c in (glob.service_cluster_ips or ()) if c.cidr) if glob and advertise_services else (),
+        static_routes=_service_ranges(glob) if glob and advertise_services else (),
         pools=_pools(state),
         communities=_communities(mine if mine and mine.prefix_advertisements else glob),
         problems=tuple(secrets.problems),
     )
+
+
+def _service_ranges(glob: Any) -> tuple[str, ...]:
+    """The service cluster, external and LoadBalancer IP ranges BGPConfiguration
+    ``default`` asks every node to advertise, as confd adds them to the static routes."""
+    ranges = (glob.service_cluster_ips or ()) + (glob.service_external_ips or ()) + (glob.service_load_balancer_ips or ())
+    return _v4(c.cidr for c in ranges if c.cidr)
 
 
 def _facts(node: Any, configs: dict, global_as: int, global_port: int | None) -> _NodeFacts:
