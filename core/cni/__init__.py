@@ -10,8 +10,9 @@ Modules: ``spec`` (CNI versions, error codes, results in every version), ``netco
 (the network configuration and the CNI_* environment), ``naming`` (Calico's names for
 endpoints, host veths and IPAM handles), ``dataplane`` (veth, addresses, routes and
 sysctls, in the container's and the host's namespaces), ``ipam`` (calico-ipam and
-delegated IPAM plugins), ``handler`` (ADD, DEL, CHECK, STATUS, GC, VERSION), ``server``
-(the agent's socket), ``main`` (the executables' entry point).
+delegated IPAM plugins), ``invoke`` (running another CNI plugin, as libcni does: the one
+runner for delegated IPAM, host-local's included), ``handler`` (ADD, DEL, CHECK, STATUS,
+GC, VERSION), ``server`` (the agent's socket), ``main`` (the executables' entry point).
 
 Keep this file free of imports: every executable run imports it.
 """

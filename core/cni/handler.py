@@ -1,8 +1,9 @@
 """One CNI request, start to finish: the work behind ``calico`` and ``calico-ipam``.
 
 ``Handler.handle(plugin, env, stdin)`` returns what the executable prints and its exit
-status. The node agent's socket server keeps one Handler (its datastore connections
-stay open between requests); the executable's in-process fallback makes one per run.
+status. The node agent's socket server keeps one Handler (its datastore connections,
+its IPAM with the node's blocks remembered, and its netlink socket stay open between
+requests); the executable's in-process fallback makes one per run.
 
 ADD (``cni-plugin/pkg/plugin/plugin.go``, ``pkg/k8s/k8s.go``), in order, each step undone
 if a later one fails:
@@ -13,9 +14,13 @@ if a later one fails:
 3. the Profile named after the network, if ``policy.type`` is empty and it is missing;
 4. the WorkloadEndpoint, validated as Calico's client validates it, then written.
 
-A repeated ADD for the same container and interface finds its WorkloadEndpoint and
-returns the same result without running IPAM again (re-wiring first if the interfaces
-were damaged). DEL deletes the endpoint (a Kubernetes pod's only if it still names this
+IPAM and the veth pair are made at once, then the addresses and routes while the
+endpoint is written. A first ADD reads neither its handle nor its endpoint first:
+calico-ipam creates the container's handle, and the pair is made without replacing a
+host side of that name. Finding the handle there already (HandleExists) is how a
+repeated ADD for the same container and interface is told: it finds its
+WorkloadEndpoint and returns the same result without running IPAM again (re-wiring
+first if the interfaces were damaged). DEL deletes the endpoint (a Kubernetes pod's only if it still names this
 container), the container's interface (a missing namespace or link is fine) and
 releases the addresses; DEL of something already gone succeeds. CHECK really checks:
 interfaces, addresses, routes, proxy ARP, the endpoint and the IPAM handle.
@@ -43,6 +48,8 @@ from pycalico.core.datastore import (
     NotFound,
     OperationNotSupported,
 )
+from pycalico.core.kube import names as kube_names
+from pycalico.core.kube import pods as kube_pods
 
 from . import dataplane, naming, spec
 from . import ipam as ipam_step
@@ -204,8 +211,7 @@ class Ctx:
     env: nc.Env
     raw_env: Mapping[str, str]
     stores: Stores
-    checkpoint: Callable[[str], None] = lambda name: None
-    settings: Callable[[Any], Any] = lambda ds: ds  # the datastore view IPAM reads through
+    ipam_for: Callable[[Any, str], Any]  # the Handler's calico-ipam for a datastore and node
     _toml: Any = None
     _ds: Any = None
     _ipam: Any = None
@@ -252,9 +258,7 @@ class Ctx:
     @property
     def ipam(self):
         if self._ipam is None:
-            from pycalico.plugins.ipam.calico_ipam import IPAM
-
-            self._ipam = IPAM(self.settings(self.ds), self.node, checkpoint=self.checkpoint)
+            self._ipam = self.ipam_for(self.ds, self.node)
         return self._ipam
 
     @property
@@ -374,13 +378,17 @@ class Handler:
         self.checkpoint = checkpoint or (lambda name: None)
         # An agent serving many requests may remember, briefly, what rarely changes:
         # that the datastore was ready, that a network's Profile exists, and the IP
-        # pools and IPAM settings (CachedSettings): six reads fewer per ADD.
+        # pools and IPAM settings (CachedSettings): six reads fewer per ADD. It also
+        # keeps one IPAM per datastore and node, which remembers the node's blocks
+        # (every use checked by compare-and-swap): three reads fewer.
         self.cache_seconds = cache_seconds
         self._seen: dict[tuple, float] = {}
-        self._settings: dict[int, CachedSettings] = {}
-        self._settings_lock = threading.Lock()
+        self._ipams: dict[tuple, Any] = {}
+        self._ipams_lock = threading.Lock()
+        self.host = dataplane.Host()  # the node's netlink socket, kept while the handler lives
 
     def close(self) -> None:
+        self.host.close()
         self.stores.close()
 
     # -- entry --------------------------------------------------------------------------------
@@ -398,8 +406,7 @@ class Handler:
             if e.command in ("STATUS", "GC") and not spec.at_least(version, "1.1.0"):
                 raise CniError(spec.INCOMPATIBLE_VERSION,
                                f"cniVersion: {e.command} needs 1.1.0 or later, got {version}")
-            ctx = Ctx(plugin=plugin, conf=conf, env=e, raw_env=env, stores=self.stores, checkpoint=self.checkpoint,
-                      settings=self._settings_view)
+            ctx = Ctx(plugin=plugin, conf=conf, env=e, raw_env=env, stores=self.stores, ipam_for=self._ipam_for)
             method: Callable[[Ctx], Result | dict | None] = getattr(self, f"_{plugin.replace('-', '_')}_"
                                                                           f"{e.command.lower()}")
             out = method(ctx)
@@ -424,14 +431,20 @@ class Handler:
 
     # -- shared steps --------------------------------------------------------------------------
 
-    def _settings_view(self, ds):
+    def _ipam_for(self, ds, node: str):
+        """calico-ipam for ``node`` on ``ds``: a new one per request, or (caching) one
+        kept per datastore and node, reading settings through CachedSettings and
+        remembering the node's blocks."""
+        from pycalico.plugins.ipam.calico_ipam import IPAM
+
         if not self.cache_seconds:
-            return ds
-        with self._settings_lock:
-            view = self._settings.get(id(ds))
-            if view is None:
-                view = self._settings[id(ds)] = CachedSettings(ds, self.cache_seconds)
-            return view
+            return IPAM(ds, node, checkpoint=self.checkpoint)
+        with self._ipams_lock:
+            ipam = self._ipams.get((id(ds), node))
+            if ipam is None:
+                ipam = self._ipams[(id(ds), node)] = IPAM(CachedSettings(ds, self.cache_seconds), node,
+                                                         checkpoint=self.checkpoint, remember_blocks=True)
+            return ipam
 
     def _recently(self, key: tuple) -> bool:
         if not self.cache_seconds:
@@ -464,21 +477,18 @@ class Handler:
         except NotFound:
             return None
 
-    def _assign(self, ctx: Ctx) -> tuple[list[str], list[tuple[str, str]], Callable[[], None]]:
+    def _assign(self, ctx: Ctx, new_handle: bool = False) -> tuple[list[str], list[tuple[str, str]],
+                                                                   Callable[[], None]]:
         """Addresses for the workload, the routes an IPAM plugin asked for, and how to
-        give the addresses back."""
+        give the addresses back. ``new_handle``: calico-ipam raises HandleExists if the
+        container's handle exists already."""
         ids, conf = ctx.ids, ctx.conf
         if ctx.calico_ipam:
-            attrs = {"node": ids.node}
-            if ids.orchestrator == naming.K8S:
-                attrs.update(namespace=ids.namespace, pod=ids.pod)
-            got = ipam_step.calico_assign(ctx.ipam, ids.handle, attrs, conf.ipam, conf.ipam_lock_file,
-                                          check_held=False)
+            got = ipam_step.calico_assign(ctx.ipam, ids.handle, _owner(ids), conf.ipam, conf.ipam_lock_file,
+                                          new_handle=new_handle)
             return ([ip.address for ip in got], [],
                     lambda: ipam_step.calico_release(ctx.ipam, [ids.handle], conf.ipam_lock_file))
-        result = ipam_step.delegate(conf.ipam.type, "ADD", _with_pod_cidr(conf.raw, lambda: _node_pod_cidrs(ctx)),
-                                    ctx.raw_env,
-                                    ctx.env.path)
+        result = ipam_step.delegate("ADD", conf.raw, ctx.raw_env, ctx.ds, ids.node)
         return ([ip.address for ip in result.ips], [(r.dst, r.gw) for r in result.routes],
                 lambda: self._release(ctx))
 
@@ -487,15 +497,15 @@ class Handler:
         if ctx.calico_ipam:
             ipam_step.calico_release(ctx.ipam, [ids.handle, ids.legacy_handle], conf.ipam_lock_file)
         else:
-            ipam_step.delegate(conf.ipam.type, "DEL", _with_pod_cidr(conf.raw, lambda: ("0.0.0.0/0", "::/0")),
-                               ctx.raw_env, ctx.env.path)
+            ipam_step.delegate("DEL", conf.raw, ctx.raw_env, ctx.ds, ids.node)
 
     def _ensure_profile(self, ctx: Ctx) -> list[str]:
-        """The endpoint's profiles: ``kns.<ns>`` with Kubernetes policy, else one named
-        after the network, created (never updated) if missing."""
+        """The endpoint's profiles: with Kubernetes policy the pod's (``kns.<ns>``,
+        ``ksa.<ns>.<sa>``), else one named after the network, created (never updated)
+        if missing."""
         conf, ids = ctx.conf, ctx.ids
         if conf.policy_type == "k8s":
-            return [f"kns.{ids.namespace}"]
+            return kube_pods.workload_profiles(ids.namespace, _service_account(ctx))
         if conf.policy_type:
             return [conf.name]
         if self._recently(("profile", id(ctx.ds), conf.name)):
@@ -522,13 +532,20 @@ class Handler:
 
     def _endpoint(self, ctx: Ctx, ips: list[str], host_veth: str, mac: str, profiles: list[str], existing):
         from pycalico.core.resources.base import deferred_checks, problems
-        from pycalico.core.resources.endpoints import WorkloadEndpoint, WorkloadEndpointSpec
+        from pycalico.core.resources.endpoints import WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec
         from pycalico.core.resources.meta import ObjectMeta
 
         ids, conf = ctx.ids, ctx.conf
-        labels = dict(conf.labels)
-        labels[NAMESPACE_LABEL] = ids.namespace
-        labels[ORCHESTRATOR_LABEL] = ids.orchestrator
+        service_account = _service_account(ctx)
+        if ids.orchestrator == naming.K8S:
+            labels = kube_pods.workload_labels(dict(conf.labels), ids.namespace, service_account)
+        else:
+            labels = dict(conf.labels)
+            labels[NAMESPACE_LABEL] = ids.namespace
+            labels[ORCHESTRATOR_LABEL] = ids.orchestrator
+        ports = tuple(WorkloadEndpointPort(name=p.get("name"), protocol=p["protocol"], port=p["port"],
+                                           host_port=p.get("hostPort"), host_ip=p.get("hostIP"))
+                      for p in kube_pods.endpoint_ports(conf.ports))
         import ipaddress
 
         nets = tuple(f"{i.ip}/{i.max_prefixlen}" for i in sorted(
@@ -542,7 +559,8 @@ class Handler:
             wep = WorkloadEndpoint(metadata=meta, spec=WorkloadEndpointSpec(
                 orchestrator=ids.orchestrator, node=ids.node, container_id=ids.container_id,
                 pod=ids.pod or None, endpoint=ids.ifname, interface_name=host_veth, mac=mac,
-                ip_networks=nets, profiles=tuple(profiles)))
+                ip_networks=nets, profiles=tuple(profiles), ports=ports or None,
+                service_account_name=service_account or None))
         found = problems(wep)
         if found:
             lines = "; ".join(f"{path}: {message}" for path, message in found)
@@ -568,8 +586,17 @@ class Handler:
                                                    f"{ctx.env.netns} does not exist")
         self._check_ready(ctx.ds)
         if ctx.calico_ipam:
-            # One read tells a first ADD (the usual case) from a repeated one: the handle.
-            held = ipam_step.calico_held(ctx.ipam, ids.handle)
+            # A first ADD (the usual case) reads nothing of its own first: its assignment
+            # creates the container's handle, and finding it there already tells a repeated one.
+            try:
+                return self._fresh_add(ctx, mtu, first=True)
+            except ipam_step.HandleExists:
+                held = ipam_step.calico_held(ctx.ipam, ids.handle)
+            except CniError:
+                # A failed assignment (a pool full by now) may still be a repeated ADD.
+                held = ipam_step.calico_held(ctx.ipam, ids.handle)
+                if not held:
+                    raise
             if not held:
                 return self._fresh_add(ctx, mtu)
             wep = self._get_wep(ctx)
@@ -582,59 +609,86 @@ class Handler:
             return self._repeat_add(ctx, existing, mtu)
         return self._fresh_add(ctx, mtu)
 
-    def _fresh_add(self, ctx: Ctx, mtu: int, held: list[str] | None = None) -> Result:
+    def _fresh_add(self, ctx: Ctx, mtu: int, held: list[str] | None = None, first: bool = False) -> Result:
         """IPAM and the veth pair (at once: the pair needs no address), then addresses
-        and routes, then the endpoint; what was done is undone if a step fails."""
+        and routes and the endpoint (at once); what was done is undone if a step fails.
+        ``first``: nothing is known of this container yet; HandleExists (with nothing
+        changed) if calico-ipam finds its handle, so a live pod's veth is never replaced
+        before that is known."""
         conf, env, ids = ctx.conf, ctx.env, ctx.ids
         undo: list[tuple[str, Callable[[], Any]]] = []
         release_held = lambda: ipam_step.calico_release(ctx.ipam, [ids.handle], conf.ipam_lock_file)  # noqa: E731
 
-        def pair(families) -> dataplane.Wiring:
+        def pair(families, replace_stale: bool = True) -> dataplane.Wiring:
             return dataplane.create_pair(host_veth=ids.host_veth, netns=env.netns, ifname=env.ifname,
-                                         families=families, mtu=mtu, num_queues=conf.num_queues)
+                                         families=families, mtu=mtu, num_queues=conf.num_queues, host=self.host,
+                                         replace_stale=replace_stale)
 
         try:
             if held is not None:
                 ips, ipam_routes = held, []
                 undo.append(("release the addresses", release_held))
-                undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth)))
+                undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth, self.host)))
                 wiring = pair(_families(ips))
             elif ctx.calico_ipam:
                 families = ({4} if conf.ipam.num_v4 else set()) | ({6} if conf.ipam.num_v6 else set())
-                (got, ipam_err), (wiring, pair_err) = _together(lambda: self._assign(ctx), lambda: pair(families))
+                (got, ipam_err), (wiring, pair_err) = _together(lambda: self._assign(ctx, new_handle=first),
+                                                                lambda: pair(families, replace_stale=not first))
                 if got is not None:
                     undo.append(("release the addresses", got[2]))
-                undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth)))
+                if not isinstance(pair_err, dataplane.PairExists):  # else it is not ours (yet)
+                    undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth, self.host)))
                 if ipam_err is not None:
                     raise ipam_err
-                if pair_err is not None:
+                if isinstance(pair_err, dataplane.PairExists):
+                    # Not this container's (its handle was new): an earlier sandbox's, replaced.
+                    undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth, self.host)))
+                    wiring = pair(families)
+                elif pair_err is not None:
                     raise pair_err
                 ips, ipam_routes, _ = got
             else:
                 ips, ipam_routes, release = self._assign(ctx)
                 undo.append(("release the addresses", release))
-                undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth)))
+                undo.append((f"delete {ids.host_veth}", lambda: dataplane.teardown_host(ids.host_veth, self.host)))
                 wiring = pair(_families(ips))
-            ctx.checkpoint("addresses-assigned")
+            self.checkpoint("addresses-assigned")
             if ipam_routes and not conf.ipam.routes:
                 conf = _with_routes(conf, ipam_routes)
                 ctx.conf = conf
             log.info("ADD %s: addresses %s", ids.wep_name, ", ".join(ips))
-            dataplane.configure(wiring, netns=env.netns, ifname=env.ifname, ips=ips, routes=container_routes(conf),
-                                allow_ip_forwarding=conf.allow_ip_forwarding)
-            ctx.checkpoint("wired")
             profiles = self._ensure_profile(ctx)
             wep = self._endpoint(ctx, ips, wiring.host_veth, wiring.container_mac, profiles, None)
-            try:
-                ctx.ds.create(wep)
+
+            def write_endpoint() -> bool:
+                """True if this ADD created the endpoint (and so deletes it when undone)."""
+                try:
+                    ctx.ds.create(wep)
+                    return True
+                except AlreadyExists:
+                    # The pod's earlier sandbox left its endpoint: this sandbox takes it over.
+                    existing = self._get_wep(ctx)
+                    if existing is None:
+                        raise CniError(spec.TRY_AGAIN_LATER, f"WorkloadEndpoint {ids.namespace}/{ids.wep_name} "
+                                                             "changed during ADD; retry") from None
+                    ctx.ds.update(self._endpoint(ctx, ips, wiring.host_veth, wiring.container_mac, profiles,
+                                                 existing))
+                    return False
+
+            # The endpoint names only what is known by now (addresses, veth, MAC), so it
+            # is written while the addresses and routes go on.
+            (_, wire_err), (created, wep_err) = _together(
+                lambda: dataplane.configure(wiring, netns=env.netns, ifname=env.ifname, ips=ips,
+                                            routes=container_routes(conf), allow_ip_forwarding=conf.allow_ip_forwarding,
+                                            host=self.host),
+                write_endpoint)
+            if created:
                 undo.append(("delete the WorkloadEndpoint", lambda: ctx.ds.delete(WEP, ids.wep_name, ids.namespace)))
-            except AlreadyExists:
-                # The pod's earlier sandbox left its endpoint: this sandbox takes it over.
-                existing = self._get_wep(ctx)
-                if existing is None:
-                    raise CniError(spec.TRY_AGAIN_LATER, f"WorkloadEndpoint {ids.namespace}/{ids.wep_name} "
-                                                         "changed during ADD; retry") from None
-                ctx.ds.update(self._endpoint(ctx, ips, wiring.host_veth, wiring.container_mac, profiles, existing))
+            if wire_err is not None:
+                raise wire_err
+            if wep_err is not None:
+                raise wep_err
+            self.checkpoint("wired")
             return build_result(ids, env, conf, ips, wiring.host_veth, wiring.container_mac, mtu)
         except BaseException as exc:
             for what, fn in reversed(undo):
@@ -651,14 +705,14 @@ class Handler:
         ips = list(wep.spec.ip_networks or ())
         host_veth = wep.spec.interface_name or ids.host_veth
         problems = dataplane.check(host_veth=host_veth, netns=env.netns, ifname=env.ifname, ips=ips,
-                                   routes=container_routes(conf))
+                                   routes=container_routes(conf), host=self.host)
         mac = wep.spec.mac or ""
         if problems:
             log.info("repeated ADD %s: wiring again (%s)", ids.wep_name, "; ".join(problems))
             dataplane.teardown(env.netns, env.ifname)
             wiring = dataplane.setup(host_veth=host_veth, netns=env.netns, ifname=env.ifname, ips=ips,
                                      routes=container_routes(conf), mtu=mtu, num_queues=conf.num_queues,
-                                     allow_ip_forwarding=conf.allow_ip_forwarding)
+                                     allow_ip_forwarding=conf.allow_ip_forwarding, container_mac=mac, host=self.host)
             if wiring.container_mac != mac:
                 from attrs import evolve
 
@@ -716,7 +770,7 @@ class Handler:
         if not ips:
             raise CniError(spec.INVALID_NETCONF, f"prevResult: no address on interface {env.ifname}")
         problems = dataplane.check(host_veth=host, netns=env.netns, ifname=env.ifname, ips=ips,
-                                   routes=container_routes(conf))
+                                   routes=container_routes(conf), host=self.host)
         want = sorted(str(ip).split("/")[0] for ip in ips)
         wep = self._get_wep(ctx)
         if wep is None:
@@ -773,7 +827,7 @@ class Handler:
             except NotFound:
                 pass
             if w.spec.interface_name:
-                dataplane.teardown_host(w.spec.interface_name)
+                dataplane.teardown_host(w.spec.interface_name, self.host)
         if ctx.calico_ipam:
             ipam_step.calico_release(ctx.ipam, list(stale), conf.ipam_lock_file)
         log.info("GC released %d handle(s) and %d endpoint(s)", len(stale), len(weps))
@@ -799,11 +853,14 @@ class Handler:
     # -- calico-ipam --------------------------------------------------------------------------------
 
     def _calico_ipam_add(self, ctx: Ctx) -> Result:
-        ids = ctx.ids
-        attrs = {"node": ids.node}
-        if ids.orchestrator == naming.K8S:
-            attrs.update(namespace=ids.namespace, pod=ids.pod)
-        got = ipam_step.calico_assign(ctx.ipam, ids.handle, attrs, ctx.conf.ipam, ctx.conf.ipam_lock_file)
+        ids, conf = ctx.ids, ctx.conf
+        try:
+            got = ipam_step.calico_assign(ctx.ipam, ids.handle, _owner(ids), conf.ipam, conf.ipam_lock_file,
+                                          new_handle=True)
+        except ipam_step.HandleExists:
+            # A repeated ADD: what the handle holds (assigned anew if it holds nothing).
+            got = ipam_step.calico_held(ctx.ipam, ids.handle) or ipam_step.calico_assign(
+                ctx.ipam, ids.handle, _owner(ids), conf.ipam, conf.ipam_lock_file)
         return Result(ips=got)
 
     def _calico_ipam_del(self, ctx: Ctx) -> None:
@@ -833,11 +890,28 @@ class Handler:
         try:
             conf = nc.parse(stdin)
             ctx = Ctx(plugin="calico", conf=conf, env=nc.Env(command="VERSION"), raw_env=os.environ,
-                      stores=self.stores)
+                      stores=self.stores, ipam_for=self._ipam_for)
             self._check_ready(ctx.ds)
             return Reply(0, "")
         except (CniError, DatastoreError) as exc:
             return error_reply(CniError(spec.CLI_FAILURE, "data store connection failed", str(exc)))
+
+
+def _service_account(ctx: Ctx) -> str:
+    """A Kubernetes pod's service account in Kubernetes policy mode, else "". Without an
+    API server to read the pod from, it is the one admission gives a pod that names
+    none."""
+    if ctx.conf.policy_type == "k8s" and ctx.ids.orchestrator == naming.K8S:
+        return kube_names.DEFAULT_SERVICE_ACCOUNT
+    return ""
+
+
+def _owner(ids: Ids) -> dict[str, str]:
+    """calico-ipam's owner attributes (``timestamp`` is added by IPAM)."""
+    attrs = {"node": ids.node}
+    if ids.orchestrator == naming.K8S:
+        attrs.update(namespace=ids.namespace, pod=ids.pod)
+    return attrs
 
 
 def _concurrently(*fns: Callable[[], Any]) -> list[tuple[Any, BaseException | None]]:
@@ -877,34 +951,6 @@ def _requested_version(stdin: bytes | str) -> str:
     except (ValueError, AttributeError):
         return spec.CURRENT_VERSION
     return version if isinstance(version, str) else spec.CURRENT_VERSION
-
-
-def _node_pod_cidrs(ctx: Ctx) -> tuple[str, str]:
-    """The node's pod CIDRs from its Node resource, as the host-local plugin reads them."""
-    from pycalico.plugins.ipam.host_local import CNIError, node_pod_cidrs
-
-    try:
-        return node_pod_cidrs(ctx.ds, ctx.ids.node)
-    except CNIError as exc:
-        raise CniError(spec.GENERIC, f"ipam.subnet: usePodCidr: {exc}") from None
-
-
-def _with_pod_cidr(raw: dict, pod_cidrs: Callable[[], tuple[str, str]]) -> dict:
-    """host-local's ``usePodCidr`` / ``usePodCidrIPv6`` replaced by ``pod_cidrs()``
-    (the node's, on ADD; a dummy 0.0.0.0/0 and ::/0 on DEL, as Calico does), through
-    the host-local plugin's own substitution; a netconf that asks for neither is
-    returned as it is, without importing that plugin."""
-    ipam = raw.get("ipam") or {}
-    subnets = [ipam.get("subnet")] + [r.get("subnet") for rs in ipam.get("ranges") or [] for r in rs
-                                      if isinstance(r, dict)]
-    if not any(isinstance(s, str) and s.lower().startswith("usepodcidr") for s in subnets):
-        return raw
-    from pycalico.plugins.ipam.host_local import CNIError, replace_pod_cidrs
-
-    try:
-        return replace_pod_cidrs(raw, pod_cidrs)
-    except CNIError as exc:
-        raise CniError(spec.GENERIC, f"ipam.subnet: {exc}") from None
 
 
 def _with_routes(conf: nc.NetConf, routes: list[tuple[str, str]]) -> nc.NetConf:

@@ -10,10 +10,13 @@ turns on its block instead of racing for it. DEL releases the handle, then the v
 one (``<ns>.<pod>``, or the container ID).
 
 Unlike Calico, an ADD whose handle already holds addresses (an earlier ADD of the same
-container that did not finish) reuses them instead of assigning more.
+container that did not finish) reuses them instead of assigning more: the assignment
+creates the handle, and finding it there already (HandleExists) is how a repeated ADD
+is told, without reading the handle first.
 
 Other IPAM types (``host-local``...) are run as Calico runs them: the executable found
-in CNI_PATH, the same network configuration on stdin.
+in CNI_PATH, the same network configuration on stdin (``invoke``; host-local's
+``usePodCidr`` replaced first, by ``pycalico.plugins.ipam.host_local``).
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
-import json
 import os
-import subprocess
 import time
 from collections.abc import Mapping
 
 from . import spec
+from .invoke import PluginError
 from .netconf import DEFAULT_IPAM_LOCK, IPAMConf
 from .spec import CniError, IPConfig, Result
 
@@ -82,23 +84,27 @@ class HostLock:
 # --- calico-ipam ------------------------------------------------------------------------------
 
 
+class HandleExists(Exception):
+    """The IPAM handle of this container exists already: a repeated ADD, or one that
+    stopped half way. Nothing was assigned."""
+
+
 def calico_assign(ipam, handle: str, attrs: dict[str, str], conf: IPAMConf, lock_path: str = "",
-                  check_held: bool = True) -> list[IPConfig]:
-    """Addresses for ``handle``: those it already holds (unless the caller just looked:
-    ``check_held=False``), else newly assigned. Each comes with its block's prefix
-    length, as Calico returns it."""
-    from pycalico.plugins.ipam.calico_ipam import IPAMError, IPAMExhausted, NoPool
+                  new_handle: bool = False) -> list[IPConfig]:
+    """Newly assigned addresses for ``handle``, each with its block's prefix length, as
+    Calico returns them. With ``new_handle``, HandleExists if the handle exists
+    already: the caller tells a repeated request that way instead of reading the
+    handle first."""
+    from pycalico.plugins.ipam.calico_ipam import HandleInUse, IPAMError, IPAMExhausted, NoPool
 
     with HostLock(lock_path):
-        if check_held:
-            held = calico_held(ipam, handle)
-            if held:
-                return held
         for attempt in (1, 2):
             try:
                 got = ipam.auto_assign(handle, attrs, num_v4=conf.num_v4, num_v6=conf.num_v6,
-                                       pools=list(conf.ipv4_pools + conf.ipv6_pools) or None)
+                                       pools=list(conf.ipv4_pools + conf.ipv6_pools) or None, new_handle=new_handle)
                 break
+            except HandleInUse:
+                raise HandleExists(handle) from None
             except (NoPool, IPAMExhausted) as exc:
                 # The agent's view of the pools may be a second old: look again once.
                 refresh = getattr(ipam.datastore, "invalidate", None)
@@ -143,42 +149,26 @@ def calico_held(ipam, handle: str) -> list[IPConfig]:
 # --- delegated IPAM plugins ---------------------------------------------------------------------
 
 
-def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:
-    for d in cni_path:
-        candidate = os.path.join(d, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise CniError(spec.INVALID_ENVIRONMENT,
-                   f"CNI_PATH: no IPAM plugin {name!r} in {':'.join(cni_path) or '(empty CNI_PATH)'} (ipam.type)")
+def delegate(command: str, netconf: dict, env: Mapping[str, str], datastore, node: str) -> Result | None:
+    """Run the IPAM plugin ``ipam.type`` for ``command`` as Calico's AddIPAM / DeleteIPAM
+    do: host-local's ``usePodCidr`` replaced (the node's pod CIDRs from ``datastore`` on
+    ADD, a dummy on DEL), then the plugin executed by the CNI's runner. Its result for
+    ADD (Calico's error if it holds no address), None otherwise. Errors become CNI
+    errors: the plugin's own keep their code, a plugin missing from CNI_PATH is code 4,
+    libcni's code 0 (no readable error from the plugin) is 999."""
+    from pycalico.plugins.ipam.host_local import delegate as run
 
-
-def delegate(name: str, command: str, netconf: dict, env: Mapping[str, str], cni_path: tuple[str, ...]) -> Result | None:
-    """Run IPAM plugin ``name`` for ``command`` with ``netconf`` on stdin, as libcni's
-    ExecAdd/ExecDel do; its error is passed on with its code."""
-    path = find_plugin(name, cni_path)
-    run_env = {**env, "CNI_COMMAND": command}
+    name = (netconf.get("ipam") or {}).get("type", "")
     try:
-        proc = subprocess.run([path], input=json.dumps(netconf).encode(), capture_output=True,
-                              env=run_env, timeout=DELEGATE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise CniError(spec.GENERIC, f"IPAM plugin {name} {command} did not finish within "
-                                     f"{DELEGATE_TIMEOUT:.0f} s") from None
-    out = proc.stdout.decode(errors="replace").strip()
-    if proc.returncode != 0:
-        try:
-            err = json.loads(out)
-            raise CniError(int(err.get("code") or spec.GENERIC),
-                           f"IPAM plugin {name}: {err.get('msg') or 'failed'}", err.get("details") or "")
-        except (ValueError, AttributeError):
-            raise CniError(spec.GENERIC, f"IPAM plugin {name} {command} failed (exit {proc.returncode}): "
-                                         f"{out or proc.stderr.decode(errors='replace').strip()}") from None
+        out = run(netconf, {**env, "CNI_COMMAND": command}, datastore=datastore, node=node,
+                  timeout=DELEGATE_TIMEOUT)
+    except PluginError as exc:
+        code = spec.INVALID_ENVIRONMENT if exc.missing else exc.code or spec.GENERIC
+        where = "CNI_PATH" if exc.missing else f"IPAM plugin {name}"
+        raise CniError(code, f"{where}: {exc.msg}", exc.details) from None
     if command != "ADD":
         return None
-    try:
-        data = json.loads(out)
-    except ValueError:
-        raise CniError(spec.DECODE_FAILURE, f"IPAM plugin {name} printed no JSON result: {out[:200]!r}") from None
-    result = spec.parse_result(data, f"the result of IPAM plugin {name}")
+    result = spec.parse_result(out, f"the result of IPAM plugin {name}")
     if not result.ips:
-        raise CniError(spec.GENERIC, f"IPAM plugin {name} returned no IP addresses")
+        raise CniError(spec.GENERIC, "IPAM plugin returned missing IP config")
     return result

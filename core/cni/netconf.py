@@ -13,6 +13,9 @@ pycalico's additions (documented in docs/cni.md):
 * ``args.cni.labels``: labels for the WorkloadEndpoint when there is no Kubernetes API
   to read pod labels from, as the CNI conventions define them (a list of
   ``{"key": k, "value": v}``; a plain object is accepted too).
+* ``args.cni.ports``: the pod's container ports, for the same reason: a list of
+  Kubernetes ContainerPorts (``{"name", "containerPort", "protocol", "hostPort",
+  "hostIP"}``); those with a name or a hostPort become the endpoint's ``spec.ports``.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ class NetConf:
     calico_config: str = ""
     socket_path: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[dict, ...] = field(default=(), compare=False)  # args.cni.ports, checked
     prev_result: dict | None = None
     runtime_config: dict = field(default_factory=dict)
     valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC
@@ -282,6 +286,7 @@ def parse(data: bytes | str | dict, plugin: str = "calico") -> NetConf:
         calico_config=calico_config,
         socket_path=socket_path,
         labels=_labels(raw.get("args")),
+        ports=_ports(raw.get("args")),
         prev_result=prev,
         runtime_config=runtime or {},
         valid_attachments=_attachments(raw),
@@ -324,6 +329,34 @@ def _labels(args: Any) -> tuple[tuple[str, str], ...]:
             raise _bad(f"args.cni.labels[{i}]", 'must be {"key": "<string>", "value": "<string>"}', item)
         out.append((item["key"], item["value"]))
     return tuple(out)
+
+
+_PORT_KEYS = {"name": str, "containerPort": int, "protocol": str, "hostPort": int, "hostIP": str}
+
+
+def _ports(args: Any) -> tuple[dict, ...]:
+    ports = ((args or {}).get("cni") or {}).get("ports") if isinstance(args, dict) else None
+    if ports is None:
+        return ()
+    if not isinstance(ports, list):
+        raise _bad("args.cni.ports", 'must be a list of {"name": ..., "containerPort": ..., "protocol": ...}', ports)
+    for i, port in enumerate(ports):
+        path = f"args.cni.ports[{i}]"
+        if not isinstance(port, dict):
+            raise _bad(path, 'must be {"name": ..., "containerPort": ..., "protocol": ...}', port)
+        for key, value in port.items():
+            want = _PORT_KEYS.get(key)
+            if want is None:
+                raise _bad(f"{path}.{key}", f"is not a container port key ({', '.join(_PORT_KEYS)})", value)
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise _bad(f"{path}.{key}", f"must be a {'number' if want is int else 'string'}", value)
+        if not 1 <= port.get("containerPort", 0) <= 65535:
+            raise _bad(f"{path}.containerPort", "must be 1..65535", port.get("containerPort"))
+        if port.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+            raise _bad(f"{path}.protocol", 'must be "TCP", "UDP" or "SCTP"', port["protocol"])
+        if not 0 <= port.get("hostPort", 0) <= 65535:
+            raise _bad(f"{path}.hostPort", "must be 0..65535", port["hostPort"])
+    return tuple(ports)
 
 
 def _attachments(raw: dict) -> tuple[tuple[str, str], ...] | None:

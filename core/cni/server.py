@@ -165,7 +165,7 @@ def serve(config, datastore, socket_path: str | os.PathLike, stop_event: threadi
     try:
         server.run(stop_event)
     finally:
-        stores.close()  # only the connections it opened itself; the agent's stays open
+        handler.close()  # its netlink socket, and the connections it opened itself; the agent's stays open
 
 
 def main(argv: list[str] | None = None) -> int:

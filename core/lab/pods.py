@@ -6,7 +6,12 @@ lab state, so ``down`` removes it. ``add_pod`` runs the node's CNI chain
 a container runtime does: each plugin executed inside the node's namespace with the
 CNI_* environment, the conflist entry on stdin (``prevResult`` = the previous plugin's
 result), and the final result kept for DEL. The Kubernetes identity travels in CNI_ARGS
-(``K8S_POD_NAMESPACE``, ``K8S_POD_NAME``), labels in ``args.cni.labels``.
+(``K8S_POD_NAMESPACE``, ``K8S_POD_NAME``); what the CNI plugin would read from the pod
+with Kubernetes policy (``policy.type`` k8s, as Calico's manifests install it) comes in
+the netconf's ``args.cni``: ``labels``, and ``ports`` (its named container ports). The
+pod's namespace gets its ``kns.``/``ksa.`` profiles first if it has none
+(:func:`pycalico.core.lab.kube.ensure_namespace`), as Kubernetes has the namespace before
+the pod.
 
 Before the first pod, the datastore gets a default IPPool (10.65.0.0/16, blockSize 26,
 no encapsulation) if it has none, as calico-node does at start.
@@ -69,6 +74,7 @@ class Pod:
     ips: list[str]
     result: dict
     labels: dict[str, str] = attrs.Factory(dict)
+    ports: list[dict] = attrs.Factory(list)  # Kubernetes ContainerPorts (name, containerPort, protocol)
     runtime: dict = attrs.Factory(dict)  # runtimeConfig given to ADD (portMappings, bandwidth)
 
     @property
@@ -125,7 +131,7 @@ def cni_path() -> list[str]:
 def conflist(lab: Lab, node: str | NodeRecord, bandwidth: bool = True) -> dict:
     """The node's CNI chain, shaped like Calico's ``10-calico.conflist``, with the
     lab's paths: the node's calico.toml for the datastore and node name, its own
-    socket, IPAM lock and log."""
+    socket, IPAM lock and log; Kubernetes policy, as in etcd mode with kube-controllers."""
     n = _node(lab, node)
     d = node_dir(lab, n)
     calico = {
@@ -136,6 +142,7 @@ def conflist(lab: Lab, node: str | NodeRecord, bandwidth: bool = True) -> dict:
         "nodename_file_optional": True,
         "mtu": 1500,
         "ipam": {"type": "calico-ipam"},
+        "policy": {"type": "k8s"},
         "calico_config": n.config_path,
         "socket_path": socket_path(lab, n),
         "ipam_lock_file": str(d / "cni" / "ipam.lock"),
@@ -320,31 +327,43 @@ def run_plugin(lab: Lab, node: str | NodeRecord, netconf: dict, env: Mapping[str
     return data
 
 
+def _pod_args(labels: Mapping[str, str] | None, ports: Sequence[Mapping[str, Any]] | None) -> dict | None:
+    """The netconf ``args`` carrying what the CNI plugin would read from the pod."""
+    cni: dict[str, Any] = {}
+    if labels:
+        cni["labels"] = [{"key": k, "value": v} for k, v in labels.items()]
+    if ports:
+        cni["ports"] = [dict(p) for p in ports]
+    return {"cni": cni} if cni else None
+
+
 def _plugin_conf(chain: dict, plugin: dict, prev: dict | None, runtime: Mapping[str, Any],
-                 labels: Mapping[str, str] | None) -> dict:
+                 args: dict | None) -> dict:
     conf = {"cniVersion": chain["cniVersion"], "name": chain["name"], **plugin}
     wanted = {k: v for k, v in runtime.items() if (plugin.get("capabilities") or {}).get(k)}
     if wanted:
         conf["runtimeConfig"] = wanted
     if prev is not None:
         conf["prevResult"] = prev
-    if plugin["type"] == "calico" and labels:
-        conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
+    if plugin["type"] == "calico" and args:
+        conf["args"] = args
     return conf
 
 
 def run_chain(lab: Lab, node: str | NodeRecord, command: str, env: Mapping[str, str],
               runtime: Mapping[str, Any] | None = None, labels: Mapping[str, str] | None = None,
-              prev_result: dict | None = None, chain: dict | None = None) -> dict | None:
+              prev_result: dict | None = None, chain: dict | None = None,
+              ports: Sequence[Mapping[str, Any]] | None = None) -> dict | None:
     """ADD (plugins in order, each given the previous result) or DEL/CHECK (in
     reverse for DEL, each given ``prev_result``), as libcni runs a conflist."""
     chain = chain or load_conflist(lab, node)
+    args = _pod_args(labels, ports)
     plugins = chain["plugins"]
     runtime = runtime or {}
     if command == "ADD":
         prev = None
         for plugin in plugins:
-            prev = run_plugin(lab, node, _plugin_conf(chain, plugin, prev, runtime, labels), env)
+            prev = run_plugin(lab, node, _plugin_conf(chain, plugin, prev, runtime, args), env)
         return prev
     order = list(reversed(plugins)) if command == "DEL" else plugins
     if command == "CHECK":
@@ -354,7 +373,7 @@ def run_chain(lab: Lab, node: str | NodeRecord, command: str, env: Mapping[str, 
     errors = []
     for plugin in order:
         try:
-            run_plugin(lab, node, _plugin_conf(chain, plugin, prev_result, runtime, labels), env)
+            run_plugin(lab, node, _plugin_conf(chain, plugin, prev_result, runtime, args), env)
         except CniFailed as exc:
             if command != "DEL":
                 raise
@@ -439,13 +458,19 @@ def delete_netns_many(lab: Lab, names: Sequence[str]) -> None:
 
 def add_pod(lab: Lab, node: str | NodeRecord, key: str, labels: Mapping[str, str] | None = None,
             ifname: str = "eth0", port_mappings: Sequence[Mapping[str, Any]] | None = None,
-            bandwidth: Mapping[str, int] | None = None, pool: bool = True) -> Pod:
+            bandwidth: Mapping[str, int] | None = None, pool: bool = True,
+            ports: Sequence[Mapping[str, Any]] | None = None) -> Pod:
     """Create pod ``NAMESPACE/NAME`` on ``node``: its namespace, then the CNI chain's
-    ADD. On failure the chain's DEL runs and the namespace is removed."""
+    ADD. ``ports`` are its container ports (Kubernetes ContainerPorts). On failure the
+    chain's DEL runs and the namespace is removed."""
+    from .kube import ensure_namespace
+
     n = _node(lab, node)
     namespace, name = parse_key(key)
     if pool:
         ensure_default_pool(lab, n)
+    with_datastore(lab, n, lambda ds: ensure_namespace(ds, namespace))
+    ports = [dict(p) for p in ports or ()]
     ns_name = pod_netns_name(lab, namespace, name)
     with _locked(lab):
         pods = _read_pods(lab)
@@ -454,7 +479,7 @@ def add_pod(lab: Lab, node: str | NodeRecord, key: str, labels: Mapping[str, str
         if netns.exists(ns_name):
             raise LabError(f"network namespace {ns_name} already exists but is no pod of lab {lab.name!r}")
         pods[key] = Pod(namespace=namespace, name=name, node=n.name, netns=ns_name, container_id="",
-                        ifname=ifname, ips=[], result={}, labels=dict(labels or {}))
+                        ifname=ifname, ips=[], result={}, labels=dict(labels or {}), ports=ports)
         _write_pods(lab, pods)
     try:
         create_netns(lab, ns_name)
@@ -470,17 +495,17 @@ def add_pod(lab: Lab, node: str | NodeRecord, key: str, labels: Mapping[str, str
         runtime["bandwidth"] = dict(bandwidth)
     write_conflist(lab, n)
     try:
-        result = run_chain(lab, n, "ADD", env, runtime, labels) or {}
+        result = run_chain(lab, n, "ADD", env, runtime, labels, ports=ports) or {}
     except BaseException:
         try:
-            run_chain(lab, n, "DEL", {**env, "CNI_COMMAND": "DEL"}, runtime, labels)
+            run_chain(lab, n, "DEL", {**env, "CNI_COMMAND": "DEL"}, runtime, labels, ports=ports)
         except LabError:
             pass
         _forget(lab, key, ns_name)
         raise
     ips = [ip["address"] for ip in result.get("ips", [])]
     pod = Pod(namespace=namespace, name=name, node=n.name, netns=ns_name, container_id=cid, ifname=ifname,
-              ips=ips, result=result, labels=dict(labels or {}), runtime=runtime)
+              ips=ips, result=result, labels=dict(labels or {}), ports=ports, runtime=runtime)
     with _locked(lab):
         pods = _read_pods(lab)
         pods[key] = pod
@@ -505,7 +530,7 @@ def del_pod(lab: Lab, key: str) -> None:
         env = cni_env("DEL", pod.container_id, pod.netns_path, pod.ifname, pod.namespace, pod.name)
         try:
             run_chain(lab, pod.node, "DEL", env, runtime=pod.runtime, prev_result=pod.result or None,
-                      labels=pod.labels)
+                      labels=pod.labels, ports=pod.ports)
         except CniFailed as exc:
             errors = exc
     if errors is not None:
@@ -525,7 +550,17 @@ def check_pod(lab: Lab, key: str, whole_chain: bool = False) -> None:
     if not whole_chain:
         chain = {**chain, "plugins": [p for p in chain["plugins"] if p["type"] == "calico"]}
     run_chain(lab, pod.node, "CHECK", env, runtime=pod.runtime, prev_result=pod.result, labels=pod.labels,
-              chain=chain)
+              chain=chain, ports=pod.ports)
+
+
+def set_labels(lab: Lab, key: str, labels: Mapping[str, str]) -> None:
+    """Record the pod's new labels (``calico-lab label`` changed its endpoint's)."""
+    with _locked(lab):
+        pods = _read_pods(lab)
+        if key not in pods:
+            raise LabError(f"lab {lab.name!r} has no pod {key!r}")
+        pods[key].labels = dict(labels)
+        _write_pods(lab, pods)
 
 
 def exec_in_pod(lab: Lab, key: str, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:

@@ -148,12 +148,12 @@ def test_add_wires_the_pod_as_calico_does(clab, path):
     wep = get(clab, "WorkloadEndpoint", wep_name, "default")
     assert wep is not None, wep_name
     assert wep.metadata.labels == {"app": "web", "projectcalico.org/namespace": "default",
-                                   "projectcalico.org/orchestrator": "k8s"}
+                                   "projectcalico.org/orchestrator": "k8s", "projectcalico.org/serviceaccount": "default"}
     s = wep.spec
     assert (s.orchestrator, s.node, s.pod, s.endpoint, s.container_id) == ("k8s", node, pod, "eth0", cid)
     assert (s.interface_name, s.mac, s.ip_networks) == (veth, eth0["mac"], (f"{addr}/32",))
-    assert s.profiles == ("k8s-pod-network",)
-    assert get(clab, "Profile", "k8s-pod-network") is not None
+    # the lab's conflist has Kubernetes policy (policy.type k8s), as Calico's manifests install it
+    assert (s.profiles, s.service_account_name) == (("kns.default", "ksa.default.default"), "default")
 
     # stored where Calico keeps it, and its address held by the handle <net>.<cid>
     keys = subprocess.run(netns.exec_argv(clab.cp_netns, [
@@ -208,6 +208,30 @@ def test_repeated_add_returns_the_same_result_and_allocates_nothing(clab, path):
     delete(clab, node, cid, nspath, f"default/again-{path}")
 
 
+def test_a_new_sandbox_of_the_pod_replaces_the_earlier_ones_veth_and_endpoint(clab, path):
+    """The runtime made a new sandbox (container) for the pod without DEL of the old one:
+    the host veth has the same name, so the old one is removed, and the endpoint is
+    taken over, as Calico does."""
+    node = NODE_FOR[path]
+    pod = f"sandbox-{path}"
+    old_cid, old_ns = container(clab, f"s{path[0]}1")
+    new_cid, new_ns = container(clab, f"s{path[0]}2")
+    old = add(clab, node, old_cid, old_ns, f"default/{pod}")
+    new = add(clab, node, new_cid, new_ns, f"default/{pod}")
+    assert new["interfaces"][0]["name"] == old["interfaces"][0]["name"] == veth_of("default", pod)
+    assert new["ips"] != old["ips"]  # a new container gets its own address
+    assert "eth0" not in ns_sh(old_ns, "ip", "-o", "link")  # went with the old host side
+    assert f"inet {new['ips'][0]['address']}" in ns_sh(new_ns, "ip", "-o", "addr", "show", "eth0")
+    wep = get(clab, "WorkloadEndpoint", f"{node}-k8s-sandbox--{path}-eth0", "default")
+    assert wep.spec.container_id == new_cid and list(wep.spec.ip_networks) == [new["ips"][0]["address"]]
+    # The old sandbox's DEL gives its address back and leaves the new one alone.
+    assert delete(clab, node, old_cid, old_ns, f"default/{pod}") is None
+    assert ipam_call(clab, lambda ipam: ipam.ips_by_handle(f"k8s-pod-network.{old_cid}")) == []
+    assert get(clab, "WorkloadEndpoint", f"{node}-k8s-sandbox--{path}-eth0", "default") is not None
+    assert f"inet {new['ips'][0]['address']}" in ns_sh(new_ns, "ip", "-o", "addr", "show", "eth0")
+    delete(clab, node, new_cid, new_ns, f"default/{pod}")
+
+
 # --- DEL ---------------------------------------------------------------------------------------------
 
 
@@ -249,8 +273,9 @@ def test_failed_add_leaves_nothing_behind_ipam_exhausted(clab):
     try:
         for i in range(4):
             cid, nspath = container(clab, f"t{i}")
-            add(clab, "node2", cid, nspath, f"default/tiny-{i}", ipam={"type": "calico-ipam", "ipv4_pools": ["tiny"]})
-            made.append((cid, nspath, f"default/tiny-{i}"))
+            result = add(clab, "node2", cid, nspath, f"default/tiny-{i}",
+                         ipam={"type": "calico-ipam", "ipv4_pools": ["tiny"]})
+            made.append((cid, nspath, f"default/tiny-{i}", result))
         before = in_use(clab)
         cid, nspath = container(clab, "t4")
         with pytest.raises(CniFailed) as info:
@@ -261,8 +286,12 @@ def test_failed_add_leaves_nothing_behind_ipam_exhausted(clab):
         assert node_sh(clab, "node2", "ip", "-o", "link", "show", veth_of("default", "tiny-4"), check=False) == ""
         assert get(clab, "WorkloadEndpoint", "node2-k8s-tiny--4-eth0", "default") is None
         assert "eth0" not in ns_sh(nspath, "ip", "-o", "link")
+        # A repeated ADD of a pod in the full pool is still answered with its result.
+        cid, nspath, pod, result = made[0]
+        assert add(clab, "node2", cid, nspath, pod, ipam={"type": "calico-ipam", "ipv4_pools": ["tiny"]}) == result
+        assert f"inet {result['ips'][0]['address']}" in ns_sh(nspath, "ip", "-o", "addr", "show", "eth0")
     finally:
-        for cid, nspath, pod in made:
+        for cid, nspath, pod, _ in made:
             delete(clab, "node2", cid, nspath, pod, ipam={"type": "calico-ipam", "ipv4_pools": ["tiny"]})
         # Calico keeps an emptied block affine to its node; give it up before the pool goes
         ipam_call(clab, lambda ipam: ipam.release_affinity("10.66.0.0/30", "node2"), node="node2")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from pycalico.core.cni.invoke import find_in_path
 from pycalico.core.resources import load_resources
 from pycalico.plugins.ipam.host_local import (
     NAME,
-    CNIError,
     HostLocalIPAM,
+    PluginError,
     delegate,
-    find_plugin,
     node_name,
     replace_pod_cidrs,
 )
@@ -105,14 +105,14 @@ def test_replace_pod_cidrs_in_ipam_and_ranges():
     assert replace_pod_cidrs({"ipam": {"type": "host-local", "subnet": "10.0.0.0/8"}}, lambda: 1 / 0) == {
         "ipam": {"type": "host-local", "subnet": "10.0.0.0/8"}}  # nothing asked for: no lookup
 
-    with pytest.raises(CNIError) as err:
+    with pytest.raises(PluginError) as err:
         replace_pod_cidrs({"ipam": {"subnet": "usePodCidrIPv6"}}, lambda: ("10.0.0.0/24", ""))
     assert err.value.msg == "usePodCidrIPv6 found but there is no IPv6 CIDR configured" and err.value.code == 999
-    with pytest.raises(CNIError, match="^usePodCidr found but there is no IPv4 CIDR configured$"):
+    with pytest.raises(PluginError, match="^usePodCidr found but there is no IPv4 CIDR configured$"):
         replace_pod_cidrs({"ipam": {"subnet": "usePodCidr"}}, lambda: ("", "fd00::/64"))
-    with pytest.raises(CNIError, match="^failed to parse host-local IPAM ranges section; was expecting a list"):
+    with pytest.raises(PluginError, match="^failed to parse host-local IPAM ranges section; was expecting a list"):
         replace_pod_cidrs({"ipam": {"ranges": {"a": 1}}}, lambda: ("", ""))
-    with pytest.raises(CNIError, match="^failed to parse host-local IPAM data; was expecting a dict, not: <nil>"):
+    with pytest.raises(PluginError, match="^failed to parse host-local IPAM data; was expecting a dict, not: <nil>"):
         replace_pod_cidrs({}, lambda: ("", ""))
 
 
@@ -163,20 +163,20 @@ def test_dual_stack_ranges(etcd_datastore, tmp_path):
 def test_errors_tell_the_operator(etcd_datastore, tmp_path):
     data = tmp_path / "hl"
     add_node(etcd_datastore, "bare", pod_cidrs=())
-    with pytest.raises(CNIError) as err:
+    with pytest.raises(PluginError) as err:
         delegate(netconf(data, nodename="bare"), env("ADD"), datastore=etcd_datastore, node="bare")
     assert err.value.code == 999
     assert err.value.msg.startswith("no podCidr for node bare: usePodCidr takes the node's pod CIDRs from the "
                                     "Calico Node's status.podCIDRs")
     assert "set status.podCIDRs on the Node (calicoctl apply) or give host-local an explicit subnet" in err.value.msg
     assert err.value.result() == {"cniVersion": "1.0.0", "code": 999, "msg": err.value.msg}
-    with pytest.raises(CNIError, match='^nodes "ghost" not found$'):
+    with pytest.raises(PluginError, match='^nodes "ghost" not found$'):
         delegate(netconf(data), env("ADD"), datastore=etcd_datastore, node="ghost")
     add_node(etcd_datastore, "v4only", pod_cidrs=("10.244.9.0/24",))
-    with pytest.raises(CNIError, match="^usePodCidrIPv6 found but there is no IPv6 CIDR configured$"):
+    with pytest.raises(PluginError, match="^usePodCidrIPv6 found but there is no IPv6 CIDR configured$"):
         delegate(netconf(data, {"subnet": "usePodCidrIPv6"}), env("ADD"), datastore=etcd_datastore, node="v4only")
     add_node(etcd_datastore, "twice", pod_cidrs=("10.244.9.0/24", "10.244.10.0/24"))
-    with pytest.raises(CNIError, match="^ClusterCIDR contains two ranges of the same type$"):
+    with pytest.raises(PluginError, match="^ClusterCIDR contains two ranges of the same type$"):
         delegate(netconf(data), env("ADD"), datastore=etcd_datastore, node="twice")
     assert held(data) == {}
 
@@ -186,14 +186,14 @@ def test_the_plugins_own_errors_pass_through(etcd_datastore, tmp_path):
     data = tmp_path / "hl"
     conf = netconf(data)
     assert delegate(conf, env("ADD", "a1"), datastore=etcd_datastore)["ips"][0]["address"] == "10.244.3.2/30"
-    with pytest.raises(CNIError) as err:
+    with pytest.raises(PluginError) as err:
         delegate(conf, env("ADD", "a2"), datastore=etcd_datastore)
     assert (err.value.code, err.value.msg) == (
         999, "failed to allocate for range 0: no IP addresses available in range set: 10.244.3.1-10.244.3.2")
 
-    with pytest.raises(CNIError, match=r'^failed to find plugin "host-local" in path \[/nowhere /either\]$'):
+    with pytest.raises(PluginError, match=r'^failed to find plugin "host-local" in path \[/nowhere /either\]$'):
         delegate(conf, {**env("ADD"), "CNI_PATH": "/nowhere:/either"}, datastore=etcd_datastore)
-    with pytest.raises(CNIError, match="^IPAM config missing 'type' key$"):
+    with pytest.raises(PluginError, match="^IPAM config missing 'type' key$"):
         delegate({"ipam": {}}, env("ADD"))
 
 
@@ -204,7 +204,7 @@ def test_the_datastore_is_opened_from_the_netconf(etcd_server, etcd_datastore, t
     conf = netconf(tmp_path / "hl", nodename="node-9", etcd_endpoints=etcd_server.endpoint)
     result = delegate(conf, env("ADD"))
     assert result["ips"][0]["address"] == "10.244.9.2/24"
-    with pytest.raises(CNIError) as err:
+    with pytest.raises(PluginError) as err:
         delegate({**conf, "etcd_endpoints": "http://127.0.0.1:1"}, env("ADD", "other"))
     assert err.value.code == 999 and "\n" not in err.value.msg
 
@@ -225,5 +225,5 @@ def test_calico_toml_selects_host_local(etcd_server, etcd_datastore, tmp_path):
     result = ipam.delegate(netconf(tmp_path / "hl", nodename="ignored"), env("ADD"))
     assert result["ips"][0]["address"] == "10.244.1.2/24"
     assert HostLocalIPAM(etcd_datastore, "ghost").pod_cidrs() == []
-    assert find_plugin("host-local", CNI_BIN) == f"{CNI_BIN}/host-local"
+    assert find_in_path("host-local", CNI_BIN) == f"{CNI_BIN}/host-local"
     assert shutil.which("host-local", path=CNI_BIN)

@@ -27,6 +27,7 @@ from pycalico.plugins.ipam.calico_ipam import (
     AddressInUse,
     AffinityConflict,
     BlockLimitReached,
+    HandleInUse,
     IPAMError,
     IPAMExhausted,
     NoPool,
@@ -334,6 +335,89 @@ def test_assign_ip(backend):
     with pytest.raises(AffinityConflict):
         IPAM(store, "node-2").assign_ip("10.79.0.65", "h5")
     assert ipam.check().ok
+
+
+def test_new_handle_refuses_a_handle_that_exists_and_assigns_nothing(backend):
+    store = backend.store
+    pool(store, "p", "10.81.0.0/24")
+    pool(store, "v6", "fd00:81::/120", blockSize=124)
+    ipam = IPAM(store, "node-1")
+    first = ipam.auto_assign("h1", {}, num_v4=1, num_v6=1, new_handle=True)  # the second family adds to it
+    assert store.get(IPAMHandle.KIND, "h1").spec.block == {str(first.v4[0].network): 1, str(first.v6[0].network): 1}
+    with pytest.raises(HandleInUse):
+        ipam.auto_assign("h1", {}, new_handle=True)
+    assert ipam.ips_by_handle("h1") == sorted(ips(first), key=lambda ip: (ip.version, ip))
+    assert ipam.check().in_use == 2
+    more = ipam.auto_assign("h1", {})  # without new_handle the handle just counts one more
+    assert len(ipam.ips_by_handle("h1")) == 3 and more.v4[0].ip not in ips(first)
+    assert ipam.check().ok
+
+
+class Counting:
+    """The datastore, with a record of every call: (operation, kind)."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, []
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if name not in ("get", "list", "create", "update", "delete"):
+            return attr
+
+        def call(first, *args, **kwargs):
+            self.calls.append((name, first if isinstance(first, str) else first.kind))
+            return attr(first, *args, **kwargs)
+
+        return call
+
+
+def test_remembered_blocks_save_reads_and_a_stale_one_costs_a_retry(backend):
+    store = backend.store
+    pool(store, "p", "10.82.0.0/24")
+    ipam_config(store, ip_cooldown_seconds=0)
+    counted = Counting(store)
+    agent = IPAM(counted, "node-1", remember_blocks=True)  # the node's CNI agent
+    other = IPAM(store, "node-1")  # another process of the same node, remembering nothing
+    first = agent.auto_assign("a1", {})
+    handed, cidr = ips(first), str(first.v4[0].network)
+
+    # Warm: the block is written from memory, nothing of the block, affinity or handle read.
+    counted.calls.clear()
+    handed += ips(agent.auto_assign("a2", {}))
+    ipam_kinds = {"IPAMBlock", "BlockAffinity", "IPAMHandle"}
+    assert [c for c in counted.calls if c[1] in ipam_kinds] == [("create", "IPAMHandle"), ("update", "IPAMBlock")]
+
+    # Someone else changed the block: the remembered version fails its compare-and-swap,
+    # is read again, and the address is still one nobody has.
+    handed += ips(other.auto_assign("o1", {}))
+    counted.calls.clear()
+    handed += ips(agent.auto_assign("a3", {}))
+    assert [c for c in counted.calls if c[1] == "IPAMBlock"] == [("update", "IPAMBlock"), ("get", "IPAMBlock"),
+                                                                 ("update", "IPAMBlock")]
+    assert len(handed) == len(set(handed)) == 4
+
+    # A release from a stale block retries too ...
+    handed += ips(other.auto_assign("o2", {}))
+    assert agent.release_by_handle("a2") == [handed[1]]
+    # ... and "this handle holds nothing here" is never believed from memory: o3 was
+    # assigned behind the agent's back, so the remembered block does not show it.
+    handed += ips(other.auto_assign("o3", {}))
+    counted.calls.clear()
+    assert agent.release_by_handle("o3") == [handed[-1]] and other.ips_by_handle("o3") == []
+    assert [c for c in counted.calls if c[1] == "IPAMBlock"] == [("get", "IPAMBlock"), ("update", "IPAMBlock")]
+    assert agent.check().ok
+
+    # The block taken away entirely: emptied and given up by the other process. The
+    # agent's write from memory finds nothing, and it claims a block afresh.
+    for h in ("a1", "a3", "o1", "o2"):
+        other.release_by_handle(h)
+    assert other.release_affinity(cidr) is True
+    with pytest.raises(NotFound):
+        store.get(IPAMBlock.KIND, cidr.replace(".", "-").replace("/", "-"))
+    fresh = ips(agent.auto_assign("a4", {}))
+    assert agent.ips_by_handle("a4") == fresh
+    report = agent.check()
+    assert report.ok and report.in_use == 1, str(report)
 
 
 # --- release and cooldown -----------------------------------------------------------------

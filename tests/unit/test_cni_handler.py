@@ -1,5 +1,5 @@
 """The handler's own logic, without namespaces: node name order, routes, results, the
-agent's settings cache, host-local's usePodCidr, and errors before any work."""
+agent's settings cache, and errors before any work."""
 
 from __future__ import annotations
 
@@ -97,19 +97,6 @@ def test_the_agents_settings_cache(monkeypatch):
     assert ds.calls.count(("list", "IPPool")) == 3
     view.close()  # everything else goes straight through
     assert ds.calls[-1] == ("close",)
-
-
-def test_host_local_use_pod_cidr():
-    raw = {"ipam": {"type": "host-local", "subnet": "usePodCidr", "ranges": [[{"subnet": "usePodCidrIPv6"}]]}}
-    fixed = h._with_pod_cidr(raw, lambda: ("10.65.3.0/24", "fd00:3::/64"))
-    assert fixed["ipam"]["subnet"] == "10.65.3.0/24" and fixed["ipam"]["ranges"][0][0]["subnet"] == "fd00:3::/64"
-    assert raw["ipam"]["subnet"] == "usePodCidr"  # the original is left alone
-    plain = {"ipam": {"type": "host-local", "subnet": "10.0.0.0/24"}}
-
-    def never():
-        raise AssertionError("the node's pod CIDRs are read only when a subnet asks for them")
-
-    assert h._with_pod_cidr(plain, never) is plain
 
 
 def run(env, stdin) -> tuple[int, dict]:

@@ -81,6 +81,7 @@ class Request:
     reserved: Reservations
     pools: list[IPPool] = field(default_factory=list)
     all_pools: list[IPPool] = field(default_factory=list)
+    new_handle: bool = False  # the next handle write must create it (HandleInUse if it exists)
 
     @property
     def cooldown(self) -> int:
@@ -123,10 +124,11 @@ class Allocator:
         reserved = Reservations(self.store.reservations()) if for_assignment else Reservations()
         return Request(version=version, config=config, reserved=reserved)
 
-    def _load(self, cidr: str | IPNetwork, req: Request) -> Block | None:
-        """The block as stored, with cooldowns that are due collected (Calico folds that
-        into the next write of the block)."""
-        block = self.store.block(str(cidr))
+    def _load(self, cidr: str | IPNetwork, req: Request, remembered: bool = False) -> Block | None:
+        """The block as stored (with ``remembered``, as the cache remembers it, if it
+        does), with cooldowns that are due collected (Calico folds that into the next
+        write of the block)."""
+        block = self.store.block(str(cidr), remembered)
         if block is not None:
             block.collect(self.clock(), req.cooldown)
         return block
@@ -148,6 +150,7 @@ class Allocator:
         pools: Sequence[str] | None = None,
         namespace_labels: dict[str, str] | None = None,
         max_blocks_per_host: int | None = None,
+        new_handle: bool = False,
     ) -> AssignResult:
         """Assign ``num_v4`` IPv4 and ``num_v6`` IPv6 addresses to ``handle_id``.
 
@@ -156,7 +159,10 @@ class Allocator:
         use instead of those selecting this node; ``namespace_labels`` are matched
         against the pools' namespaceSelector. All or nothing: if not every address can
         be assigned, those already taken are given back and the error raised
-        (IPAMExhausted, BlockLimitReached, NoPool).
+        (IPAMExhausted, BlockLimitReached, NoPool). With ``new_handle``, the handle must
+        not exist yet: HandleInUse, with no address assigned, if it does (for a caller
+        that would otherwise read the handle first to tell a repeated request; a block
+        claimed on the way stays this node's).
         """
         if not handle_id:
             raise ValueError("a handle ID is required")
@@ -164,24 +170,31 @@ class Allocator:
         result = AssignResult()
         try:
             if num_v4:
-                result.v4 = self._auto_assign(4, num_v4, handle_id, owner, pools, namespace_labels, max_blocks_per_host)
+                result.v4 = self._auto_assign(4, num_v4, handle_id, owner, pools, namespace_labels, max_blocks_per_host,
+                                              new_handle)
             if num_v6:
-                result.v6 = self._auto_assign(6, num_v6, handle_id, owner, pools, namespace_labels, max_blocks_per_host)
+                result.v6 = self._auto_assign(6, num_v6, handle_id, owner, pools, namespace_labels, max_blocks_per_host,
+                                              new_handle and not result.v4)
         except BaseException:
             self._undo(handle_id, result.all)
             raise
         return result
 
-    def _auto_assign(self, version, num, handle_id, attrs, requested, namespace_labels, max_blocks) -> list:
+    def _auto_assign(self, version, num, handle_id, attrs, requested, namespace_labels, max_blocks,
+                     new_handle: bool = False) -> list:
         req = self._request(version, for_assignment=True)
+        req.new_handle = new_handle
         req.all_pools = self.store.pools()
         node_labels = self.store.node_labels(self.node)
         req.pools = pools.select(req.all_pools, version, requested, self.node, node_labels, namespace_labels)
-        affine = self._affine_cidrs(req, node_labels)
-        limit = block_limit(req.config, max_blocks)
-        owned = len(affine)
         got: list = []
         try:
+            got += self._assign_remembered(req, num, handle_id, attrs)
+            if len(got) >= num:
+                return got
+            affine = self._affinities(req, node_labels)
+            limit = block_limit(req.config, max_blocks)
+            owned = len(affine)
             for _ in range(RETRIES * max(num, 1)):
                 if len(got) >= num:
                     break
@@ -202,10 +215,27 @@ class Allocator:
             raise
         return got
 
-    def _affine_cidrs(self, req: Request, node_labels: dict[str, str]) -> list[str]:
-        """CIDRs of this node's affinities that lie in the pools this request may use.
-        Empty blocks of pools that no longer select this node are given up on the way
-        (Calico's prepareAffinityBlocksForHost)."""
+    def _assign_remembered(self, req: Request, num: int, handle_id: str, attrs) -> list:
+        """Addresses from a block the cache remembers (none without a cache): the first
+        of this node's remembered blocks, in address order, in the request's pools and
+        with room for all ``num``. Nothing is read first: the block's compare-and-swap
+        write checks the remembered version (after a conflict the block is read again,
+        and used only while it is still this node's). Anything short of that is left to
+        the walk over the node's affinities, which reads everything afresh."""
+        if self.store.cache is None:
+            return []
+        for block in self.store.cache.blocks(req.version):
+            if pools.containing(req.pools, block.network) is None or req.reserved.covers(block.network):
+                continue
+            block.collect(self.clock(), req.cooldown)
+            if block.free_count(req.reserved) >= num:
+                return self._assign_from(block.cidr, num, handle_id, attrs, req, check_affinity=True, block=block)
+        return []
+
+    def _affinities(self, req: Request, node_labels: dict[str, str]) -> list:
+        """This node's affinities for blocks in the pools this request may use, in
+        address order. Empty blocks of pools that no longer select this node are given
+        up on the way (Calico's prepareAffinityBlocksForHost)."""
         out = []
         for aff in self.store.affinities(self.node):
             try:
@@ -215,7 +245,7 @@ class Allocator:
             if net.version != req.version:
                 continue
             if pools.containing(req.pools, net) is not None:
-                out.append(str(net))
+                out.append((net, aff))
                 continue
             owner = pools.containing(req.all_pools, net)
             if owner is not None and not pools.selects(owner.spec.node_selector, node_labels):
@@ -223,17 +253,20 @@ class Allocator:
                     self._release_affinity(str(net), self.node, require_empty=True)
                 except (IPAMError, Conflict, NotFound):
                     pass
-        return sorted(out, key=lambda c: ipaddress.ip_network(c))
+        return [aff for _, aff in sorted(out, key=lambda pair: pair[0])]
 
-    def _find_or_claim(self, req: Request, remaining: list[str], allow_new: bool, owned: int, limit: int):
-        """A block with at least one free address: one of ours first, else a new claim.
-        Returns (block, newly claimed)."""
+    def _find_or_claim(self, req: Request, remaining: list, allow_new: bool, owned: int, limit: int):
+        """A block with at least one free address: one of ours (``remaining``: our
+        affinities, as just listed) first, else a new claim. Returns (block, newly
+        claimed)."""
         while remaining:
-            cidr = remaining.pop(0)
+            aff = remaining.pop(0)
+            cidr = aff.spec.cidr
             if req.reserved.covers(ipaddress.ip_network(cidr)):
                 continue
             for attempt in range(RETRIES):
-                aff = self.store.affinity(self.node, cidr)
+                if attempt:  # the listed affinity changed meanwhile: read it again
+                    aff = self.store.affinity(self.node, cidr)
                 if aff is None:
                     break
                 try:
@@ -389,7 +422,8 @@ class Allocator:
             ordinals = block.assign_any(num, handle_id, attrs, req.reserved)
             if not ordinals:
                 return []
-            handles.add(self.store, handle_id, block.cidr, len(ordinals))
+            handles.add(self.store, handle_id, block.cidr, len(ordinals), new=req.new_handle)
+            req.new_handle = False
             self.store.checkpoint("handle-counted")
             try:
                 self.store.update_block(block)

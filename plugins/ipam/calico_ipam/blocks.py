@@ -84,7 +84,9 @@ class Attribute:
 @dataclass
 class Block:
     """A block being read or changed. ``resource`` is the record it was read from (None
-    for a block not stored yet); its resourceVersion is what a write compares against."""
+    for a block not stored yet); its resourceVersion is what a write compares against.
+    ``remembered``: taken from a ``BlockCache``, not read just now (good for a change
+    written with compare-and-swap, not for concluding that nothing needs writing)."""
 
     network: IPNetwork
     affinity: str | None = None
@@ -96,6 +98,7 @@ class Block:
     sequence_for: dict[str, int] = field(default_factory=dict)
     deleted: bool = False
     resource: IPAMBlock | None = None
+    remembered: bool = False
 
     # -- to and from records ---------------------------------------------------------
 

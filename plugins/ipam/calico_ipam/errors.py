@@ -41,6 +41,11 @@ class StaleRelease(IPAMError):
     Nothing in that block was released."""
 
 
+class HandleInUse(IPAMError):
+    """An assignment asked to create its handle (``new_handle``) found that the handle
+    exists already; no address was assigned."""
+
+
 class AffinityConflict(IPAMError):
     """The block is affine to another node (or to none) where this node's was needed."""
 

@@ -14,7 +14,7 @@ import logging
 
 from pycalico.core.datastore import AlreadyExists, Conflict, NotFound
 
-from .errors import TooManyConflicts
+from .errors import HandleInUse, TooManyConflicts
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,13 @@ log = logging.getLogger(__name__)
 RETRIES = 100  # Calico's datastoreRetries
 
 
-def add(store: Store, handle_id: str, cidr: str, num: int) -> None:
-    """Count ``num`` more addresses of ``handle_id`` in block ``cidr``."""
+def add(store: Store, handle_id: str, cidr: str, num: int, new: bool = False) -> None:
+    """Count ``num`` more addresses of ``handle_id`` in block ``cidr``. The handle is
+    created without reading first: an allocation is nearly always a handle's first (a
+    pod's), and a handle that exists fails the create, is read and updated; with
+    ``new``, HandleInUse instead."""
+    h = None
     for _ in range(RETRIES):
-        h = store.handle(handle_id)
         try:
             if h is None:
                 store.create_handle(handle_id, {cidr: num})
@@ -34,8 +37,12 @@ def add(store: Store, handle_id: str, cidr: str, num: int) -> None:
                 counts[cidr] = counts.get(cidr, 0) + num
                 store.update_handle(h, counts)
             return
-        except (Conflict, AlreadyExists, NotFound):
-            continue
+        except AlreadyExists:
+            if new:
+                raise HandleInUse(f"handle {handle_id} exists already") from None
+            h = store.handle(handle_id)
+        except (Conflict, NotFound):
+            h = store.handle(handle_id)
     raise TooManyConflicts(f"handle {handle_id}: gave up after {RETRIES} conflicting updates")
 
 

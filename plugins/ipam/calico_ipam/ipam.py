@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from .allocator import Allocator
+from .cache import BlockCache
 from .check import Checker
 from .release import Releaser
 from .store import Store
@@ -27,17 +28,24 @@ class IPAM(Allocator, Releaser, Checker):
     lowered), ``affinity-pending-deletion`` and ``block-released-from-affinity``
     (giving a block up).
 
-    One instance may be shared by threads; it keeps no state between calls beyond the
-    datastore it was given.
+    ``remember_blocks``: keep this node's blocks as last read or written between
+    calls (``BlockCache``), for a long-running process that serves many requests (the
+    CNI agent): an assignment then starts from a remembered block instead of reading
+    the node's affinities and blocks, and a release of a handle from the remembered
+    block it is in. Every such use ends in the block's compare-and-swap write; a block
+    someone else changed fails it, is forgotten and read again.
+
+    One instance may be shared by threads; beyond the datastore it was given it keeps
+    only that cache between calls (and ``repair``'s view while it runs).
     """
 
     def __init__(self, datastore, node: str, clock: Callable[[], float] = time.time,
-                 checkpoint: Callable[[str], None] | None = None):
+                 checkpoint: Callable[[str], None] | None = None, remember_blocks: bool = False):
         if not node:
             raise ValueError("a node name is required")
         self.node = node
         self.clock = clock
-        self.store = Store(datastore, checkpoint)
+        self.store = Store(datastore, checkpoint, BlockCache(node) if remember_blocks else None)
         self._held_cache = None
 
     @property

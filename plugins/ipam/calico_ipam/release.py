@@ -137,12 +137,14 @@ class Releaser:
     def _release_handle_in_block(self, cidr: str, handle_id: str) -> list[IPAddress]:
         req = self._request(ipaddress.ip_network(cidr).version)
         for attempt in range(RETRIES):
-            block = self._load(cidr, req)
+            block = self._load(cidr, req, remembered=attempt == 0)
             if block is None:
                 handles.subtract(self.store, handle_id, cidr, None)
                 return []
             ordinals = block.release_handle(handle_id, self.clock())
             if not ordinals:
+                if block.remembered:
+                    continue  # "nothing here" is only believed from a fresh read
                 handles.subtract(self.store, handle_id, cidr, None)  # it counted what was not there
                 return []
             block.collect(self.clock(), req.cooldown)

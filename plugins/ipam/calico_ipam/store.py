@@ -25,6 +25,7 @@ from pycalico.core.resources.ippool import IPPool, IPReservation
 from pycalico.core.resources.meta import ObjectMeta
 
 from .blocks import Block
+from .cache import BlockCache
 
 CONFIRMED, PENDING, PENDING_DELETION = "confirmed", "pending", "pendingDeletion"
 
@@ -38,12 +39,15 @@ class Store:
     """Typed IPAM reads and writes on one Datastore.
 
     ``checkpoint`` is called with a name after each write that leaves the records
-    half-changed (a test seam: the crash tests end the process there).
+    half-changed (a test seam: the crash tests end the process there). With a
+    ``cache``, every block read or written here is shown to it, and a block whose write
+    failed (or whose outcome is unknown) is forgotten.
     """
 
-    def __init__(self, datastore, checkpoint: Callable[[str], None] | None = None):
+    def __init__(self, datastore, checkpoint: Callable[[str], None] | None = None, cache: BlockCache | None = None):
         self.ds = datastore
         self.checkpoint = checkpoint or (lambda name: None)
+        self.cache = cache
 
     # -- settings and inputs ---------------------------------------------------------
 
@@ -85,36 +89,63 @@ class Store:
 
     # -- blocks ------------------------------------------------------------------------
 
-    def block(self, cidr: str) -> Block | None:
+    def block(self, cidr: str, remembered: bool = False) -> Block | None:
+        """The block ``cidr`` as stored (None if there is none); with ``remembered``,
+        the cache's copy if it has one (see ``BlockCache``)."""
         from pycalico.core.resources.ipam import cidr_name
 
+        if remembered and self.cache is not None:
+            kept = self.cache.get(str(cidr))
+            if kept is not None:
+                return kept
         try:
             res = self.ds.get(IPAMBlock.KIND, cidr_name(cidr))
         except NotFound:
+            self._forget(str(cidr))
             return None
         if res.spec.deleted:
+            self._forget(str(cidr))
             return None
-        return Block.from_resource(res)
+        return self._seen(Block.from_resource(res))
 
     def blocks(self) -> list[Block]:
         return [Block.from_resource(r) for r in self._all(IPAMBlock.KIND) if not r.spec.deleted]
 
     def create_block(self, block: Block) -> Block:
         """Store a new block (AlreadyExists if its CIDR has one)."""
-        res = self.ds.create(_with_rv(block.to_resource(), None))
+        try:
+            res = self.ds.create(_with_rv(block.to_resource(), None))
+        except BaseException:
+            self._forget(block.cidr)
+            raise
         block.resource = res
-        return block
+        return self._seen(block)
 
     def update_block(self, block: Block) -> Block:
         """Compare-and-swap the block against the version it was read at, bumping its
         sequence number as every block write does (Conflict, NotFound)."""
         block.sequence += 1
-        res = self.ds.update(block.to_resource())
+        try:
+            res = self.ds.update(block.to_resource())
+        except BaseException:
+            self._forget(block.cidr)
+            raise
         block.resource = res
-        return block
+        return self._seen(block)
 
     def delete_block(self, block: Block) -> None:
+        self._forget(block.cidr)
         self.ds.delete(IPAMBlock.KIND, block.resource.metadata.name, resource_version=block.resource_version)
+
+    def _seen(self, block: Block) -> Block:
+        block.remembered = False
+        if self.cache is not None:
+            self.cache.seen(block)
+        return block
+
+    def _forget(self, cidr: str) -> None:
+        if self.cache is not None:
+            self.cache.forget(cidr)
 
     # -- affinities --------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ node's pod CIDRs, on DEL with ``0.0.0.0/0`` / ``::/0`` (host-local releases by
 container ID, so any valid CIDR does), and execs the real ``host-local`` binary found
 in ``CNI_PATH`` with the rewritten config on stdin and the same ``CNI_*`` environment
 (``cni-plugin/internal/pkg/utils/utils.go`` ReplaceHostLocalIPAMPodCIDRs, AddIPAM,
-DeleteIPAM; ``pkg/k8s/k8s.go`` getPodCidrs).
+DeleteIPAM; ``pkg/k8s/k8s.go`` getPodCidrs). The binary is run by the CNI's plugin
+runner, ``pycalico.core.cni.invoke``, as the ``calico`` executable runs any IPAM plugin.
 
 Where the pod CIDRs come from: the Calico Node resource of this node, its
 ``status.podCIDRs``, read from the datastore. With the Kubernetes datastore that is the
@@ -21,7 +22,7 @@ Entry points:
 
 * :func:`delegate` ``(netconf, env, *, datastore=None, node=None) -> dict``: what the
   Calico CNI plugin calls in place of ``ipam.ExecAdd`` / ``ExecDel``; returns the
-  plugin's result (``{}`` for DEL) or raises :class:`CNIError`.
+  plugin's result (``{}`` for DEL) or raises :class:`PluginError`.
 * :func:`replace_pod_cidrs`: the substitution alone, on a copy of the config.
 * The ``pycalico_ipam`` hook (``[ipam] type = "host-local"`` in calico.toml) returns a
   :class:`HostLocalIPAM`: the node's pod CIDRs (the address ranges that are this node's,
@@ -36,10 +37,10 @@ import ipaddress
 import json
 import os
 import socket
-import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pycalico.core.cni.invoke import PluginError, run_ipam
 from pycalico.hooks import hookimpl
 
 NAME = "host-local"
@@ -47,35 +48,17 @@ USE_POD_CIDR = "usePodCidr"
 USE_POD_CIDR_V6 = "usePodCidrIPv6"
 DUMMY_V4, DUMMY_V6 = "0.0.0.0/0", "::/0"
 NODENAME_FILE = "/var/lib/calico/nodename"
-ERR_INTERNAL = 999  # libcni skel: an error that is not a types.Error
 
 __all__ = [
     "NAME",
-    "CNIError",
     "HostLocalIPAM",
+    "PluginError",
     "delegate",
-    "find_plugin",
     "node_name",
     "node_pod_cidrs",
     "plugin",
     "replace_pod_cidrs",
 ]
-
-
-class CNIError(Exception):
-    """A CNI error result: ``code`` (999 for plain errors, as libcni's skel wraps them;
-    the delegated plugin's own code otherwise), ``msg`` and ``details``."""
-
-    def __init__(self, msg: str, code: int = ERR_INTERNAL, details: str = ""):
-        super().__init__(msg)
-        self.code, self.msg, self.details = code, msg, details
-
-    def result(self, cni_version: str = "1.0.0") -> dict:
-        """The error as a CNI plugin prints it on stdout."""
-        doc: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
-        if self.details:
-            doc["details"] = self.details
-        return doc
 
 
 # --- the substitution --------------------------------------------------------------------------
@@ -89,7 +72,7 @@ def replace_pod_cidrs(netconf: dict, get_pod_cidrs: Callable[[], tuple[str, str]
     out = copy.deepcopy(netconf)
     ipam = out.get("ipam")
     if not isinstance(ipam, dict):
-        raise CNIError(f"failed to parse host-local IPAM data; was expecting a dict, not: {_go(ipam)}")
+        raise PluginError(f"failed to parse host-local IPAM data; was expecting a dict, not: {_go(ipam)}")
     cached: list[tuple[str, str]] = []
 
     def cidrs() -> tuple[str, str]:
@@ -101,10 +84,10 @@ def replace_pod_cidrs(netconf: dict, get_pod_cidrs: Callable[[], tuple[str, str]
     ranges = ipam.get("ranges")
     if ranges is not None:
         if not isinstance(ranges, list):
-            raise CNIError(f"failed to parse host-local IPAM ranges section; was expecting a list, not: {_go(ranges)}")
+            raise PluginError(f"failed to parse host-local IPAM ranges section; was expecting a list, not: {_go(ranges)}")
         for range_set in ranges:
             if not isinstance(range_set, list):
-                raise CNIError(f"failed to parse host-local IPAM range set; was expecting a list, not: {_go(range_set)}")
+                raise PluginError(f"failed to parse host-local IPAM range set; was expecting a list, not: {_go(range_set)}")
             for r in range_set:
                 _replace_one(r, cidrs)
     return out
@@ -112,19 +95,19 @@ def replace_pod_cidrs(netconf: dict, get_pod_cidrs: Callable[[], tuple[str, str]
 
 def _replace_one(section: Any, cidrs: Callable[[], tuple[str, str]]) -> None:
     if not isinstance(section, dict):
-        raise CNIError(f"failed to parse host-local IPAM data; was expecting a dict, not: {_go(section)}")
+        raise PluginError(f"failed to parse host-local IPAM data; was expecting a dict, not: {_go(section)}")
     subnet = section.get("subnet")
     if not isinstance(subnet, str):
         return
     if subnet.lower() == USE_POD_CIDR.lower():
         v4, _ = cidrs()
         if not v4:
-            raise CNIError("usePodCidr found but there is no IPv4 CIDR configured")
+            raise PluginError("usePodCidr found but there is no IPv4 CIDR configured")
         section["subnet"] = v4
     elif subnet.lower() == USE_POD_CIDR_V6.lower():
         _, v6 = cidrs()
         if not v6:
-            raise CNIError("usePodCidrIPv6 found but there is no IPv6 CIDR configured")
+            raise PluginError("usePodCidrIPv6 found but there is no IPv6 CIDR configured")
         section["subnet"] = v6
 
 
@@ -163,16 +146,16 @@ def node_name(netconf: Mapping[str, Any]) -> str:
 
 def node_pod_cidrs(datastore, node: str) -> tuple[str, str]:
     """(IPv4 CIDR, IPv6 CIDR) of ``node``'s ``status.podCIDRs``; "" for a family it has
-    none of. CNIError if the Node does not exist or has no pod CIDR."""
+    none of. PluginError if the Node does not exist or has no pod CIDR."""
     from pycalico.core.datastore import NotFound
 
     try:
         resource = datastore.get("Node", node)
     except NotFound:
-        raise CNIError(f'nodes "{node}" not found') from None
+        raise PluginError(f'nodes "{node}" not found') from None
     cidrs = list((resource.status.pod_cidrs if resource.status is not None else None) or ())
     if not cidrs:
-        raise CNIError(
+        raise PluginError(
             f"no podCidr for node {node}: usePodCidr takes the node's pod CIDRs from the Calico Node's "
             "status.podCIDRs, which the Kubernetes datastore fills in from the Kubernetes Node's "
             "spec.podCIDRs; with the etcd datastore nothing does: set status.podCIDRs on the Node "
@@ -183,13 +166,13 @@ def node_pod_cidrs(datastore, node: str) -> tuple[str, str]:
         try:
             net = ipaddress.ip_network(text, strict=False)
         except ValueError as exc:
-            raise CNIError(f"invalid CIDR address: {text}") from exc
+            raise PluginError(f"invalid CIDR address: {text}") from exc
         if net.version == 4:
             v4 = text
         else:
             v6 = text
     if len(cidrs) > 1 and (not v4 or not v6):
-        raise CNIError("ClusterCIDR contains two ranges of the same type")
+        raise PluginError("ClusterCIDR contains two ranges of the same type")
     return v4, v6
 
 
@@ -216,47 +199,6 @@ def _datastore_env(netconf: Mapping[str, Any], env: Mapping[str, str]) -> dict[s
 # --- running the plugin -------------------------------------------------------------------------
 
 
-def find_plugin(name: str, cni_path: str) -> str:
-    """libcni's FindInPath: the first ``name`` in the ``CNI_PATH`` directories."""
-    dirs = [d for d in (cni_path or "").split(os.pathsep) if d]
-    if not dirs:
-        raise CNIError("no paths provided")
-    for d in dirs:
-        candidate = os.path.join(d, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise CNIError(f'failed to find plugin "{name}" in path [{" ".join(dirs)}]')
-
-
-def _exec(path: str, netconf: dict, env: Mapping[str, str], timeout: float | None) -> dict:
-    """libcni's ExecPlugin: config on stdin, result (or error) JSON on stdout."""
-    stdin = json.dumps(netconf).encode()
-    try:
-        done = subprocess.run([path], input=stdin, capture_output=True, env=dict(env), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise CNIError(f"netplugin {path} did not finish within {timeout} s") from None
-    if done.returncode != 0:
-        stdout, stderr = done.stdout, done.stderr.decode(errors="replace")
-        if not stdout:
-            if not stderr:
-                raise CNIError(f"netplugin failed with no error message: exit status {done.returncode}", code=0)
-            raise CNIError(f"netplugin failed: {json.dumps(stderr)}", code=0)
-        try:
-            err = json.loads(stdout)
-            if not isinstance(err, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            raise CNIError(f"netplugin failed but error parsing its diagnostic message "
-                           f"{json.dumps(stdout.decode(errors='replace'))}: {exc}", code=0) from None
-        raise CNIError(str(err.get("msg", "")), code=int(err.get("code", 0) or 0), details=str(err.get("details", "")))
-    if not done.stdout.strip():
-        return {}
-    try:
-        return json.loads(done.stdout)
-    except ValueError as exc:
-        raise CNIError(f"decoding version from network config: {exc}") from None
-
-
 def delegate(
     netconf: dict,
     env: Mapping[str, str],
@@ -272,20 +214,18 @@ def delegate(
     ``0.0.0.0/0`` / ``::/0``, otherwise by the pod CIDRs of ``node`` (default: Calico's
     node name from ``netconf``) read from ``datastore`` (default: one opened from the
     netconf's datastore settings and the environment, closed afterwards), looked up
-    only if a subnet asks for it. ``env`` is passed to the plugin as it is (it must
-    carry CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH), with
-    ``IgnoreUnknown=1`` put in front of CNI_ARGS as Calico does, so that host-local
-    accepts the Kubernetes arguments. Raises :class:`CNIError`.
+    only if a subnet asks for it. Then the plugin is run by the CNI's runner
+    (``pycalico.core.cni.invoke.run_ipam``): ``env`` is its environment (it must carry
+    CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH), with
+    ``IgnoreUnknown=1`` put in front of CNI_ARGS as Calico does. Raises
+    :class:`PluginError` (the substitution's errors with code 999, as Calico's plain
+    errors; the plugin's with its own code).
     """
-    command = env.get("CNI_COMMAND", "")
     ipam = netconf.get("ipam")
-    if not isinstance(ipam, dict) or not ipam.get("type"):
-        raise CNIError("IPAM config missing 'type' key")
-    plugin_type = str(ipam["type"])
     opened = None
     try:
-        if plugin_type == NAME:
-            if command == "DEL":
+        if isinstance(ipam, dict) and ipam.get("type") == NAME:
+            if env.get("CNI_COMMAND") == "DEL":
                 netconf = replace_pod_cidrs(netconf, lambda: (DUMMY_V4, DUMMY_V6))
             else:
                 def lookup() -> tuple[str, str]:
@@ -296,12 +236,7 @@ def delegate(
                     return node_pod_cidrs(store, node or node_name(netconf))
 
                 netconf = replace_pod_cidrs(netconf, lookup)
-        path = find_plugin(plugin_type, env.get("CNI_PATH", ""))
-        run_env = dict(env)
-        args = run_env.get("CNI_ARGS", "")
-        if "IgnoreUnknown=" not in args:
-            run_env["CNI_ARGS"] = "IgnoreUnknown=1" + (f";{args}" if args else "")
-        return _exec(path, netconf, run_env, timeout)
+        return run_ipam(netconf, env, timeout)
     finally:
         if opened is not None:
             close = getattr(opened, "close", None)
@@ -315,7 +250,7 @@ def _open_datastore(netconf: Mapping[str, Any], env: Mapping[str, str]):
     try:
         return open_datastore(None, _datastore_env(netconf, {**os.environ, **env}))
     except Exception as exc:  # config, plugin or connection: the CNI result carries one line
-        raise CNIError("; ".join(str(exc).splitlines()) or type(exc).__name__) from exc
+        raise PluginError("; ".join(str(exc).splitlines()) or type(exc).__name__) from exc
 
 
 # --- the agent's side ---------------------------------------------------------------------------
