@@ -147,7 +147,7 @@ def reconcile(state: Any, datastore: Any, ipam: Any, kind: TunnelKind, edit: Spe
         lines += [f"IPAM {ip} released from {handle}" for ip in ipam.release_by_handle(handle)]
     if assign:
         got = ipam.auto_assign(handle, {"node": state.node_name, "type": kind.attr_type}, num_v4=1,
-                               pools=[p.name for p in pools])
+                               pools=[p.name for p in pools], use="Tunnel")
         wanted = str(got.v4[0].ip)
         lines.append(f"IPAM {wanted} assigned to {handle}")
     try:

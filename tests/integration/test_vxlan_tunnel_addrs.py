@@ -2,12 +2,14 @@
 calico-node's allocate-tunnel-addrs does, done by the routing plugins'
 ``pycalico_reconcile_node``."""
 
+import ipaddress
+
 import attrs
 import pytest
 
 from pycalico.core import calc
 from pycalico.core.resources import load_resource
-from pycalico.plugins.ipam.calico_ipam import IPAM
+from pycalico.plugins.ipam.calico_ipam import IPAM, NoPool
 from pycalico.plugins.routing import ipip, vxlan
 
 NODE = "node1"
@@ -68,7 +70,8 @@ def test_vxlan_pool_gives_the_node_an_address_from_its_own_block_and_a_mac(ds):
     ]
     held = owner(ds, addr)
     assert held.handle_id == "vxlan-tunnel-addr-node1"
-    assert {k: held.attrs[k] for k in ("node", "type")} == {"node": NODE, "type": "vxlanTunnelAddress"}
+    # Calico stamps only workload addresses with a timestamp.
+    assert held.attrs == {"node": NODE, "type": "vxlanTunnelAddress"}
     (affinity,) = [a for a in ds.list("BlockAffinity").items if a.spec.node == NODE]
     assert held.block == affinity.spec.cidr
     assert spec.bgp.as_number == 64512  # the rest of the Node is kept
@@ -104,6 +107,15 @@ def test_pools_that_do_not_select_the_node_or_forbid_tunnels_give_nothing(ds):
     pool(ds, "workloads", "10.66.0.0/16", vxlanMode="Always", allowedUses=["Workload"])
     assert passes(ds) == ([], 0)
     assert ds.get("Node", NODE).spec.ipv4_vxlan_tunnel_addr is None
+
+
+def test_a_tunnel_only_pool_gives_tunnel_addresses_and_no_workload_ones(ds):
+    pool(ds, "tunnels", "10.67.0.0/16", vxlanMode="Always", allowedUses=["Tunnel"])
+    lines, _ = passes(ds)
+    addr = ds.get("Node", NODE).spec.ipv4_vxlan_tunnel_addr
+    assert ipaddress.ip_address(addr) in ipaddress.ip_network("10.67.0.0/16") and f"IPAM {addr} assigned to vxlan-tunnel-addr-node1" in lines
+    with pytest.raises(NoPool, match="allows Workload addresses"):
+        IPAM(ds, NODE).auto_assign("pod-handle", {"pod": "p"})
 
 
 def test_the_node_is_written_with_compare_and_swap_over_a_concurrent_change(ds):

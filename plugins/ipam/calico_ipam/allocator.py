@@ -133,10 +133,11 @@ class Allocator:
             block.collect(self.clock(), req.cooldown)
         return block
 
-    def _owner_attrs(self, attrs: dict[str, str] | None) -> dict[str, str]:
+    def _owner_attrs(self, attrs: dict[str, str] | None, use: str = pools.WORKLOAD) -> dict[str, str]:
         out = {k: str(v) for k, v in (attrs or {}).items()}
         out.setdefault("node", self.node)
-        out.setdefault("timestamp", time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(self.clock())))
+        if use == pools.WORKLOAD:  # Calico stamps workload addresses only
+            out.setdefault("timestamp", time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(self.clock())))
         return out
 
     # -- auto_assign -----------------------------------------------------------------------
@@ -151,6 +152,7 @@ class Allocator:
         namespace_labels: dict[str, str] | None = None,
         max_blocks_per_host: int | None = None,
         new_handle: bool = False,
+        use: str = pools.WORKLOAD,
     ) -> AssignResult:
         """Assign ``num_v4`` IPv4 and ``num_v6`` IPv6 addresses to ``handle_id``.
 
@@ -162,31 +164,32 @@ class Allocator:
         (IPAMExhausted, BlockLimitReached, NoPool). With ``new_handle``, the handle must
         not exist yet: HandleInUse, with no address assigned, if it does (for a caller
         that would otherwise read the handle first to tell a repeated request; a block
-        claimed on the way stays this node's).
+        claimed on the way stays this node's). ``use`` is Calico's intended use
+        (``Workload``, ``Tunnel``): only pools whose allowedUses include it are used.
         """
         if not handle_id:
             raise ValueError("a handle ID is required")
-        owner = self._owner_attrs(attrs)
+        owner = self._owner_attrs(attrs, use)
         result = AssignResult()
         try:
             if num_v4:
                 result.v4 = self._auto_assign(4, num_v4, handle_id, owner, pools, namespace_labels, max_blocks_per_host,
-                                              new_handle)
+                                              new_handle, use)
             if num_v6:
                 result.v6 = self._auto_assign(6, num_v6, handle_id, owner, pools, namespace_labels, max_blocks_per_host,
-                                              new_handle and not result.v4)
+                                              new_handle and not result.v4, use)
         except BaseException:
             self._undo(handle_id, result.all)
             raise
         return result
 
     def _auto_assign(self, version, num, handle_id, attrs, requested, namespace_labels, max_blocks,
-                     new_handle: bool = False) -> list:
+                     new_handle: bool = False, use: str = pools.WORKLOAD) -> list:
         req = self._request(version, for_assignment=True)
         req.new_handle = new_handle
         req.all_pools = self.store.pools()
         node_labels = self.store.node_labels(self.node)
-        req.pools = pools.select(req.all_pools, version, requested, self.node, node_labels, namespace_labels)
+        req.pools = pools.select(req.all_pools, version, requested, self.node, node_labels, namespace_labels, use)
         got: list = []
         try:
             got += self._assign_remembered(req, num, handle_id, attrs)

@@ -16,6 +16,7 @@ from .blocks import IPAddress, IPNetwork
 from .errors import NoPool
 
 WORKLOAD = "Workload"
+TUNNEL = "Tunnel"
 
 
 def network(pool: IPPool) -> IPNetwork:
@@ -31,7 +32,7 @@ def enabled(pool: IPPool) -> bool:
 
 
 def allows(pool: IPPool, use: str) -> bool:
-    uses = pool.spec.allowed_uses or ("Workload", "Tunnel")
+    uses = pool.spec.allowed_uses or (WORKLOAD, TUNNEL)
     return use in uses
 
 
