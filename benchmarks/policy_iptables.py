@@ -1,229 +1,138 @@
-"""Benchmark the iptables policy plugin against plain iptables-restore, in a namespace it makes.
+"""Benchmark the iptables policy plugin against plain iptables-restore, in namespaces it makes.
 
     .venv/bin/python benchmarks/policy_iptables.py [--endpoints 1000] [--policies 1000]
-        [--sizes 100,1000,5000] [--repeat 7] [--backend auto]
+        [--sizes 100,1000,5000] [--repeat 7] [--backend auto] [--ipv6 auto|off]
 
 Everything runs in network namespaces created here (``pcbench<pid>-*``) and deleted on
 exit; the endpoints are WorkloadEndpoints whose interfaces do not exist (the kernel takes
-rules naming absent interfaces). The state is Kubernetes-like: 10 namespaces, pods in
-50 apps, each NetworkPolicy selecting one app with an ingress allow from another app's
-pods (its own source selector, so one IP set per policy), a deny from a namespace and two
-egress allows (a selector, an ipBlock).
+rules naming absent interfaces). The state is ``_policy.py``'s.
 
 1. From scratch: ``--policies`` policies over ``--endpoints`` endpoints, one plugin pass
-   into an empty namespace, beside the floor: the final ruleset (``ipset save``,
-   ``iptables-save``, ``ip6tables-save`` of that namespace) loaded once into another
-   empty namespace with plain ``ipset restore`` / ``iptables-restore``; and the same
-   loaded with ``--noflush`` (which the plugin must use, not to flush others' rules).
+   (compile included) into an empty namespace, beside the floor: the final ruleset
+   (``ipset save``, ``iptables-save``, ``ip6tables-save`` of that namespace) loaded once
+   into another empty namespace with plain ``ipset restore`` / ``iptables-restore``; and
+   the same loaded with ``--noflush`` (which the plugin must use, not to flush others' rules).
 2. One policy changed (a port of one policy's ingress rule), at each of ``--sizes``
-   policies: the time of the plugin pass that puts it in the kernel (render, compare,
-   restore), median and worst of ``--repeat``; compiling the model (the core's work, done
-   before any policy plugin runs) is shown apart. The floor is the same change applied
-   again by ``iptables-restore --noflush`` alone: with the nft backend, any rule with a
-   verdict makes the kernel validate the whole table, so it grows with the table.
+   policies: the time until the kernel has it, as the agent's hook runs it: the plugin's
+   compiler takes the new state (the changed policy is its only new object, as in the
+   agent's cache), then the pass (render, compare, restore). Median and worst of
+   ``--repeat``. The floors, measured after the passes in the same namespace and the same
+   way (a child of a thread in the namespace): (a) the plugin's last restore inputs again
+   by ``iptables-restore --noflush`` alone (IPv4 and IPv6 at once, as the plugin writes
+   them); (b) the smallest rule change there is, one
+   ``-R`` of one rule of that policy's IPv4 chain. With the nft backend any rule with a
+   verdict makes the kernel validate the whole table, so both grow with the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
-import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 
-from pycalico.core.calc import DesiredState
-from pycalico.core.lab import netns
-from pycalico.core.policy import compile
-from pycalico.core.resources.codec import load_resource
+import _policy  # benchmarks/ is on sys.path (the script's own directory)
+from _policy import Namespaces, OneChange, by_size, changed_passes, require_namespaces, resources, state_of, timed
+
 from pycalico.plugins.policy.iptables import Options, plugin
-
-NAMESPACES = 10
-APPS = 50
-PREFIX = f"pcbench{os.getpid() % 100000}"
-
-
-def _root_netns() -> int:
-    try:
-        return os.stat("/proc/1/ns/net").st_ino
-    except PermissionError:
-        return os.stat("/proc/self/ns/net").st_ino
-
-
-ROOT_NETNS = _root_netns()
-
-
-def in_ns(ns: str, fn, timeout: float = 3600):
-    assert ns.startswith(PREFIX)
-
-    def guarded():
-        here = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
-        assert here != ROOT_NETNS, "refusing to run in the root namespace"
-        return fn()
-
-    return netns.run_in_netns(ns, guarded, timeout)
-
-
-def sh(ns: str, argv: list[str], data: str | None = None) -> str:
-    assert ns.startswith(PREFIX)
-    res = subprocess.run(["ip", "netns", "exec", ns, *argv], input=data, capture_output=True, text=True)
-    if res.returncode:
-        raise RuntimeError(f"{' '.join(argv)}: {res.stderr.strip()}")
-    return res.stdout
-
-
-# --- the state -----------------------------------------------------------------------------
-
-
-def _meta(name, namespace=None, labels=None):
-    meta = {"name": name}
-    if namespace is not None:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    return meta
-
-
-def state(policies: int, endpoints: int, port: int = 80) -> DesiredState:
-    docs = [{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": _meta("pods"),
-             "spec": {"cidr": "10.0.0.0/8", "natOutgoing": True}}]
-    allow = [{"action": "Allow"}]
-    for n in range(NAMESPACES):
-        docs.append({"apiVersion": "projectcalico.org/v3", "kind": "Profile", "metadata": _meta(f"kns.ns-{n}"),
-                     "spec": {"labelsToApply": {"pcns.name": f"ns-{n}"}, "ingress": allow, "egress": allow}})
-    for i in range(endpoints):
-        ns = f"ns-{i % NAMESPACES}"
-        docs.append({
-            "apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
-            "metadata": _meta(f"node1-k8s-pod--{i}-eth0", ns, {"app": f"app-{i % APPS}", "pod": f"pod-{i}"}),
-            "spec": {"node": "node1", "orchestrator": "k8s", "pod": f"pod-{i}", "endpoint": "eth0",
-                     "interfaceName": f"cali{i:011d}", "ipNetworks": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}/32"],
-                     "profiles": [f"kns.{ns}"], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
-        })
-    for p in range(policies):
-        ns = f"ns-{p % NAMESPACES}"
-        ingress = [
-            {"action": "Allow", "protocol": "TCP",
-             "source": {"selector": f"app == 'app-{(p + 1) % APPS}' && pod != 'pod-{p}'", "namespaceSelector": "all()"},
-             "destination": {"ports": [port if p == 0 else 80, "http"]}},
-            {"action": "Deny", "source": {"namespaceSelector": f"name == 'ns-{(p + 3) % NAMESPACES}'"}},
-        ]
-        egress = [
-            {"action": "Allow", "destination": {"selector": f"app == 'app-{(p - 1) % APPS}'", "namespaceSelector": "all()"}},
-            {"action": "Allow", "destination": {"nets": [f"192.0.{p % 256}.0/24"], "notNets": [f"192.0.{p % 256}.128/25"]}},
-        ]
-        docs.append({"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": _meta(f"pol-{p}", ns),
-                     "spec": {"order": p % 7, "selector": f"app == 'app-{p % APPS}'", "ingress": ingress, "egress": egress}})
-    kinds: dict[str, list] = {}
-    for doc in docs:
-        res = load_resource(doc)
-        kinds.setdefault(type(res).KIND, []).append(res)
-    return DesiredState(node_name="node1", revision=1, resources={k: tuple(v) for k, v in kinds.items()})
-
-
-# --- measurements --------------------------------------------------------------------------
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
+from pycalico.plugins.policy.iptables.kernel import command, detect_backend
 
 
 def count_rules(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith("-A "))
 
 
-def from_scratch(policies: int, endpoints: int, options: Options, names: list[str]) -> None:
+def run(argv: list[str], data: str | None = None) -> str:
+    """A command in the calling thread's namespace (the benchmark only calls it from one of its own)."""
+    return subprocess.run(argv, input=data, capture_output=True, text=True, check=True).stdout
+
+
+def from_scratch(spaces: Namespaces, policies: int, endpoints: int, options: Options) -> None:
     print(f"\n== from scratch: {policies:,} policies x {endpoints:,} endpoints ==")
-    compile_s, model = timed(lambda: compile(state(policies, endpoints)))
-    print(f"compile the model (core, before any policy plugin)   {compile_s:7.2f} s")
-    ns_plugin, ns_floor, ns_noflush = f"{PREFIX}-scratch", f"{PREFIX}-floor", f"{PREFIX}-noflush"
-    for ns in (ns_plugin, ns_floor, ns_noflush):
-        netns.add(ns)
-        names.append(ns)
-    dp = in_ns(ns_plugin, lambda: plugin.dataplane(options))
-    plugin_s, changes = timed(lambda: in_ns(ns_plugin, lambda: dp.apply(model)))
+    state = state_of(resources(policies, endpoints))
+    ns_plugin, ns_floor, ns_noflush = spaces.add("scratch"), spaces.add("floor"), spaces.add("noflush")
+    dp = spaces.run(ns_plugin, lambda: plugin.dataplane(options))
+    compile_s, model = timed(lambda: dp.compiler.compile(state))
+    pass_s, changes = timed(lambda: spaces.run(ns_plugin, lambda: dp.apply(model)))
     t = dp.timings
-    v4 = sh(ns_plugin, [f"iptables-{dp.backend}-save"])
-    v6 = sh(ns_plugin, [f"ip6tables-{dp.backend}-save"]) if options.ipv6 != "off" else ""
-    sets = sh(ns_plugin, ["ipset", "save"])
+    v4 = spaces.sh(ns_plugin, [command(dp.backend, 4, "save")])
+    v6 = spaces.sh(ns_plugin, [command(dp.backend, 6, "save")]) if options.ipv6 != "off" else ""
+    sets = spaces.sh(ns_plugin, ["ipset", "save"])
     rules = count_rules(v4) + count_rules(v6)
     nsets = sets.count("\ncreate ") + sets.startswith("create ")
-    floor_sets, _ = timed(lambda: sh(ns_floor, ["ipset", "restore"], sets))
-    floor_v4, _ = timed(lambda: sh(ns_floor, [f"iptables-{dp.backend}-restore"], v4))
-    floor_v6, _ = timed(lambda: sh(ns_floor, [f"ip6tables-{dp.backend}-restore"], v6)) if v6 else (0.0, None)
+    floor_sets, _ = timed(lambda: spaces.sh(ns_floor, ["ipset", "restore"], sets))
+    floor_v4, _ = timed(lambda: spaces.sh(ns_floor, [command(dp.backend, 4, "restore")], v4))
+    floor_v6, _ = timed(lambda: spaces.sh(ns_floor, [command(dp.backend, 6, "restore")], v6)) if v6 else (0.0, None)
     floor = floor_sets + floor_v4 + floor_v6
     # The same, but with --noflush, as any writer that must leave others' rules alone.
-    sh(ns_noflush, ["ipset", "restore"], sets)
-    nf_v4, _ = timed(lambda: sh(ns_noflush, [f"iptables-{dp.backend}-restore", "--noflush"], v4))
-    nf_v6, _ = timed(lambda: sh(ns_noflush, [f"ip6tables-{dp.backend}-restore", "--noflush"], v6)) if v6 else (0.0, None)
-    check_s, again = timed(lambda: in_ns(ns_plugin, lambda: dp.apply(model)))
+    spaces.sh(ns_noflush, ["ipset", "restore"], sets)
+    nf_v4, _ = timed(lambda: spaces.sh(ns_noflush, [command(dp.backend, 4, "restore"), "--noflush"], v4))
+    nf_v6 = timed(lambda: spaces.sh(ns_noflush, [command(dp.backend, 6, "restore"), "--noflush"], v6))[0] if v6 else 0.0
+    check_s, again = timed(lambda: spaces.run(ns_plugin, lambda: dp.apply(dp.compiler.compile(state))))
     assert again == [], again[:5]
+    total = compile_s + pass_s
     print(f"result: {rules:,} rules (IPv4 + IPv6), {nsets:,} IP sets, {len(changes):,} change lines")
-    print(f"plugin pass                                          {plugin_s:7.2f} s   "
+    print(f"compile (the plugin's compiler, first pass)          {compile_s:7.2f} s")
+    print(f"plugin pass                                          {pass_s:7.2f} s   "
           f"(render {t['render']:.2f}, ipset restore {t['ipset']:.2f}, iptables-restore {t['restore']:.2f}, "
           f"compare {t['plan']:.2f}, read {t['read']:.2f})")
     print(f"floor: plain restore of the final ruleset            {floor:7.2f} s   "
           f"(ipset restore {floor_sets:.2f}, iptables-restore {floor_v4:.2f}, ip6tables-restore {floor_v6:.2f})")
-    print(f"ratio plugin / floor                                 {plugin_s / floor:7.2f}x")
-    print(f"ratio iptables writes alone (plugin / floor)         {t['restore'] / (floor_v4 + floor_v6):7.2f}x")
+    print(f"ratio plugin pass / floor                            {pass_s / floor:7.2f}x   "
+          f"(compile + pass: {total / floor:.2f}x)")
     print(f"same ruleset by iptables-restore --noflush           {nf_v4 + nf_v6:7.2f} s   "
           f"(plugin's iptables writes / that: {t['restore'] / (nf_v4 + nf_v6):.2f}x)")
-    print(f"second pass, nothing to do                           {check_s * 1000:7.1f} ms")
+    print(f"second pass, nothing to do (compile + pass)          {check_s * 1000:7.1f} ms")
     for ns in (ns_plugin, ns_floor, ns_noflush):
-        netns.delete(ns)
-        names.remove(ns)
+        spaces.delete(ns)
 
 
-def one_change(sizes: list[int], endpoints: int, repeat: int, options: Options, names: list[str]) -> None:
+def _one_size(changes: OneChange, repeat: int, options: Options) -> dict:
+    """Runs in the namespace's thread: the first pass, the changes, then the floors."""
+    dp = plugin.dataplane(options)
+    model = dp.compiler.compile(state_of(changes.res))
+    dp.apply(model)
+    samples: dict[str, list] = {k: [] for k in ("hook", "compile", "python", "restore", "lines", "replay", "one")}
+    samples["rules"] = [sum(count_rules(run([command(dp.backend, v, "save")])) for v in dp.versions(model))]
+    for c_s, p_s, lines, port in changed_passes(dp.compiler.compile, dp.apply, changes, repeat):
+        assert lines and all("cali-pi-" in c for c in lines), lines
+        samples["hook"].append(c_s + p_s)
+        samples["compile"].append(c_s)
+        samples["python"].append(dp.timings["render"] + dp.timings["plan"])
+        samples["restore"].append(dp.timings["restore"])
+        samples["lines"].append(sum(len(t.splitlines()) for t in dp.last_restore.values()))
+    chain = lines[0].split()[1]
+    listed = run([command(dp.backend, 4, "save")])
+    assert f"-A {chain} " in listed and f"--dports {port}" in listed
+    first_rule = next(line for line in listed.splitlines() if line.startswith(f"-A {chain} "))
+    one_rule = f"*filter\n-R {chain} 1 {first_rule.split(' ', 2)[2]}\nCOMMIT\n"
+    # Writing behind the plugin's back makes its next pass read back: measured last.
+    def restore(item: tuple[int, str]) -> str:
+        return run([command(dp.backend, item[0], "restore"), "--noflush", "--wait"], item[1])
+
+    for _ in range(repeat):
+        # Both versions at once, as the plugin writes them.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            samples["replay"].append(timed(lambda: list(pool.map(restore, dp.last_restore.items())))[0])
+        samples["one"].append(timed(lambda: run([command(dp.backend, 4, "restore"), "--noflush", "--wait"], one_rule))[0])
+    return samples
+
+
+def one_change(spaces: Namespaces, sizes: list[int], endpoints: int, repeat: int, options: Options) -> None:
     print(f"\n== one policy changed ({endpoints:,} endpoints; median / worst of {repeat}) ==")
-    print(f"{'policies':>9} {'rules':>8} {'compile':>9} {'plugin pass':>17} {'render':>8} {'compare':>8} "
-          f"{'read':>7} {'restore':>8} {'lines':>6} {'floor':>8} {'vs floor':>9} {'vs first':>9}")
+    print(f"{'policies':>9} {'rules':>8} {'compile+pass':>15} {'compile':>8} {'render+plan':>11} {'restore':>8} "
+          f"{'lines':>6} {'replay':>8} {'one -R':>8} {'/ replay':>9} {'/ first':>8}")
     first = None
-    for size in sizes:
-        ns = f"{PREFIX}-inc{size}"
-        netns.add(ns)
-        names.append(ns)
-        dp = in_ns(ns, lambda: plugin.dataplane(options))
-        in_ns(ns, lambda: dp.apply(compile(state(size, endpoints))))
-        rules = count_rules(sh(ns, [f"iptables-{dp.backend}-save"]))
-        if options.ipv6 != "off":
-            rules += count_rules(sh(ns, [f"ip6tables-{dp.backend}-save"]))
-        passes, compiles, renders, plans, restores, lines, floors, reads = [], [], [], [], [], [], [], []
-        for i in range(repeat):
-            port = 81 + i
-            c_s, model = timed(lambda: compile(state(size, endpoints, port=port)))
-            p_s, changes = timed(lambda: in_ns(ns, lambda: dp.apply(model)))
-            assert changes and all("cali-pi-" in c for c in changes), changes
-            compiles.append(c_s)
-            passes.append(p_s)
-            renders.append(dp.timings["render"])
-            plans.append(dp.timings["plan"])
-            restores.append(dp.timings["restore"])
-            lines.append(sum(len(t.splitlines()) for t in dp.last_restore.values()))
-            reads.append(dp.timings["read"])
-        # The floor: the last change (its restore input again) by iptables-restore alone.
-        # (Measured after the passes: writing behind the plugin's back makes it read back.)
-        for _ in range(repeat):
-            floor = 0.0
-            for version, text in dp.last_restore.items():
-                tool = f"{'iptables' if version == 4 else 'ip6tables'}-{dp.backend}-restore"
-                floor += timed(lambda: sh(ns, [tool, "--noflush", "--wait"], text))[0]
-            floors.append(floor)
-        chain = changes[0].split()[1]
-        listed = sh(ns, [f"iptables-{dp.backend}", "-S", chain])
-        assert f"--dports {port}" in listed, listed
-        med = statistics.median(passes)
-        first = first or med
-        print(f"{size:>9,} {rules:>8,} {statistics.median(compiles):8.2f}s "
-              f"{med * 1000:7.1f} / {max(passes) * 1000:5.1f} ms "
-              f"{statistics.median(renders) * 1000:6.1f}ms {statistics.median(plans) * 1000:6.1f}ms "
-              f"{statistics.median(reads) * 1000:5.1f}ms "
-              f"{statistics.median(restores) * 1000:6.1f}ms {statistics.median(lines):6.0f} "
-              f"{statistics.median(floors) * 1000:6.1f}ms {med / statistics.median(floors):8.2f}x {med / first:8.2f}x")
-        netns.delete(ns)
-        names.remove(ns)
+
+    def measure(ns: str, changes: OneChange) -> dict:
+        return spaces.run(ns, lambda: _one_size(changes, repeat, options))
+
+    for size, s, med in by_size(spaces, sizes, endpoints, measure):
+        first = first or med["hook"]
+        print(f"{size:>9,} {med['rules']:>8,} {med['hook'] * 1000:7.1f} / {max(s['hook']) * 1000:5.1f} "
+              f"{med['compile'] * 1000:6.1f}ms {med['python'] * 1000:9.1f}ms {med['restore'] * 1000:6.1f}ms "
+              f"{med['lines']:6.0f} {med['replay'] * 1000:6.1f}ms {med['one'] * 1000:6.1f}ms "
+              f"{med['hook'] / med['replay']:8.2f}x {med['hook'] / first:7.2f}x")
 
 
 def main() -> None:
@@ -234,25 +143,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--backend", default="auto", choices=["auto", "nft", "legacy"])
     ap.add_argument("--ipv6", default="auto", choices=["auto", "off"], help="off: IPv4 tables only")
+    ap.add_argument("--skip-scratch", action="store_true")
     args = ap.parse_args()
-    ok, why = netns.available()
-    if not ok:
-        raise SystemExit(f"needs root and ip netns: {why}")
+    require_namespaces()
     options = Options(backend=args.backend, ipv6=args.ipv6)
-    names: list[str] = []
-    try:
-        from pycalico.plugins.policy.iptables.kernel import detect_backend
-
-        families = "IPv4 and IPv6" if args.ipv6 == "auto" else "IPv4"
-        print(f"iptables backend: {detect_backend(args.backend)}; {families} tables; namespaces {PREFIX}-*")
-        from_scratch(args.policies, args.endpoints, options, names)
-        one_change([int(s) for s in args.sizes.split(",")], args.endpoints, args.repeat, options, names)
-    finally:
-        for ns in names:
-            try:
-                netns.delete(ns)
-            except Exception:
-                pass
+    prefix = f"pcbench{os.getpid() % 100000}"
+    families = "IPv4 and IPv6" if args.ipv6 == "auto" else "IPv4"
+    print(f"iptables backend: {detect_backend(args.backend)}; {families} tables; namespaces {prefix}-*; "
+          f"state: {_policy.NAMESPACES} namespaces, {_policy.APPS} apps")
+    with Namespaces(prefix) as spaces:
+        if not args.skip_scratch:
+            from_scratch(spaces, args.policies, args.endpoints, options)
+        one_change(spaces, [int(s) for s in args.sizes.split(",")], args.endpoints, args.repeat, options)
 
 
 if __name__ == "__main__":

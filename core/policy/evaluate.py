@@ -10,9 +10,11 @@ the destination endpoint's ingress chain, each as Felix's rendered chains would
 * a tier whose policies all end without a verdict drops, unless its default action is Pass;
 * after the tiers (or when none applies) the profiles, in order: Allow accepts, Deny drops,
   anything else tries the next; then drop. A missing profile drops.
-* before policy: workloads may not send VXLAN (UDP to the VXLAN port) or IP-in-IP unless
-  allowed; host endpoints accept their failsafe ports; a host endpoint's untracked
-  (doNotTrack) tiers, then its pre-DNAT ingress tiers, run first (both pass by default).
+* before policy: a workload may send only from its own addresses (Felix's reverse-path
+  check; with ``workloadSourceSpoofing: Any`` also from its ``allowSpoofedSourcePrefixes``);
+  workloads may not send VXLAN (UDP to the VXLAN port) or IP-in-IP unless allowed; host
+  endpoints accept their failsafe ports; a host endpoint's untracked (doNotTrack) tiers,
+  then its pre-DNAT ingress tiers, run first (both pass by default).
 
 Selectors, nets and named ports are judged the way the kernel does: by set membership of
 the packet's addresses (:mod:`.ipsets`), so network sets and every endpoint of the cluster
@@ -314,7 +316,21 @@ def _address(model: PolicyModel, peer: Peer, version: int) -> Address | None:
     return None if text is None else ipaddress.ip_address(text)
 
 
-def _version(model: PolicyModel, src: Peer, dst: Peer) -> int:
+def _spoof_check(model: PolicyModel, endpoint: Endpoint, addr: Address) -> str | None:
+    """Why a workload may not send from ``addr`` (None if it may)."""
+    own = {ipaddress.ip_address(a) for a in endpoint.addresses}
+    if not endpoint.is_workload or addr in own:
+        return None
+    if model.settings.workload_source_spoofing == "Any" and any(
+        addr in n for n in _networks(endpoint.allow_spoofed_source_prefixes, addr.version)
+    ):
+        return None
+    return f"anti-spoofing: {addr} is not an address of the endpoint"
+
+
+def _version(model: PolicyModel, src: Peer, dst: Peer, src_ip: str | None = None) -> int:
+    if src_ip is not None:
+        return ipaddress.ip_address(src_ip).version
     for peer in (src, dst):
         if peer.ip is not None:
             return ipaddress.ip_address(peer.ip).version
@@ -335,16 +351,25 @@ def verdict(
     icmp_type: int | None = None,
     icmp_code: int | None = None,
     ip_version: int | None = None,
+    src_ip: str | None = None,
 ) -> Verdict:
     """Would a packet from ``src`` to ``dst`` get through? Peers are endpoints or address strings.
 
     ``port`` is the destination port. ``src_port`` defaults to none given: then rules that
     name source ports do not match and rules that exclude source ports do (an ephemeral
-    port is assumed to be in no list).
+    port is assumed to be in no list). ``src_ip`` is the packet's source address when the
+    source endpoint sends from an address not its own (spoofing).
     """
     src, dst = _as_peer(src), _as_peer(dst)
-    version = ip_version or _version(model, src, dst)
+    version = ip_version or _version(model, src, dst, src_ip)
     src_addr, dst_addr = _address(model, src, version), _address(model, dst, version)
+    if src_ip is not None:
+        if src.endpoint is None:
+            raise ValueError("src_ip needs an endpoint as the source")
+        src_addr = ipaddress.ip_address(src_ip)
+        spoofed = _spoof_check(model, model.all_endpoints[src.endpoint], src_addr)
+        if spoofed:
+            return Verdict("deny", (Step("egress", str(src), "deny", spoofed),))
     if src_addr is None or dst_addr is None:
         raise ValueError(f"{src} or {dst} has no IPv{version} address")
     pkt = Packet(version, src_addr, dst_addr, protocol_value(protocol), src_port, port, icmp_type, icmp_code)

@@ -13,7 +13,7 @@ The kernel names are Felix's: ``cali40`` / ``cali60`` + id, cut to 31 characters
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Literal
 
 import attrs
@@ -118,52 +118,138 @@ def _sorted(members: Iterable[tuple[int, str]]) -> tuple[tuple[str, ...], tuple[
     return tuple(v4), tuple(v6)
 
 
-class _LabelGroups:
-    """Sources grouped by identical labels, so each selector runs once per label set."""
-
-    def __init__(self, sources: Iterable[MemberSource]) -> None:
-        groups: dict[tuple, list[MemberSource]] = {}
-        labels: dict[tuple, Mapping[str, str]] = {}
-        for src in sources:
-            key = tuple(sorted(src.labels.items()))
-            groups.setdefault(key, []).append(src)
-            labels.setdefault(key, src.labels)
-        self._groups = [(labels[k], members) for k, members in groups.items()]
-        self._cache: dict[str, tuple[MemberSource, ...]] = {}
-
-    def matching(self, selector: str) -> tuple[MemberSource, ...]:
-        found = self._cache.get(selector)
-        if found is None:
-            evaluate = parse(selector).evaluate
-            found = tuple(src for labels, members in self._groups if evaluate(labels) for src in members)
-            self._cache[selector] = found
-        return found
+def _members(spec: SetSpec, src: MemberSource) -> list[tuple[int, str]]:
+    """What ``src`` puts in the set of ``spec`` when it matches the set's selector."""
+    if spec.kind == "selector":
+        return [(n.version, str(n)) for net in src.nets for n in _split_default(net)]
+    proto = PROTOCOL_NAMES[spec.protocol]
+    numbers = {port for name, protocol, port in src.ports if name == spec.named_port and protocol == spec.protocol}
+    return [(net.version, f"{net.network_address},{proto}:{p}") for net in src.nets for p in numbers]
 
 
-def compute_sets(specs: Iterable[SetSpec], sources: Iterable[MemberSource]) -> dict[str, IPSet]:
-    """The members of every set in ``specs``, by id."""
-    groups = _LabelGroups(sources)
-    result: dict[str, IPSet] = {}
-    for spec in specs:
-        if spec.id in result:
-            continue
-        members: list[tuple[int, str]] = []
-        if spec.kind == "selector":
-            for src in groups.matching(spec.selector):
-                for net in src.nets:
-                    members.extend((n.version, str(n)) for n in _split_default(net))
-        elif spec.kind == "named-port":
-            proto = PROTOCOL_NAMES[spec.protocol]
-            for src in groups.matching(spec.selector):
-                numbers = {
-                    port for name, protocol, port in src.ports if name == spec.named_port and protocol == spec.protocol
-                }
-                for net in src.nets:
-                    members.extend((net.version, f"{net.network_address},{proto}:{p}") for p in numbers)
-        # Service sets need Kubernetes Services and EndpointSlices, which the desired state
-        # does not carry: they stay empty.
-        result[spec.id] = IPSet(spec, *_sorted(members))
-    return result
+class SetIndex:
+    """The members of the wanted sets, kept current as sources and wanted sets change.
+
+    Sources (endpoints, network sets) are put by key; a set is wanted by each owner that
+    refers to it (:meth:`want` / :meth:`unwant` in pairs). A new selector is run over the
+    sources once, grouped by identical labels; a changed source is run through the
+    selectors of the wanted sets; only the sets whose members may have moved are rebuilt.
+    Service sets stay empty: they need Kubernetes Services and EndpointSlices, which the
+    desired state does not carry.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[Hashable, MemberSource] = {}
+        self._label_keys: dict[Hashable, tuple] = {}
+        self._groups: dict[tuple, tuple[Mapping[str, str], set[Hashable]]] = {}
+        self._specs: dict[str, SetSpec] = {}
+        self._wanted: dict[str, int] = {}
+        self._by_selector: dict[str, set[str]] = {}  # selector -> ids of its sets
+        self._matching: dict[str, set[Hashable]] = {}  # selector -> keys of the sources it matches
+        self._sets: dict[str, IPSet] = {}
+        self._dirty: set[str] = set()
+        self._order_dirty = False
+        self._changed: set[str] = set()
+
+    def put_source(self, key: Hashable, src: MemberSource | None) -> None:
+        """Add, replace (``src``) or remove (None) the source under ``key``."""
+        old = self._sources.get(key)
+        if src is None and old is None:
+            return
+        labels = tuple(sorted(src.labels.items())) if src is not None else None
+        relabelled = labels != self._label_keys.get(key)
+        if relabelled:
+            self._ungroup(key)
+            if src is not None:
+                group = self._groups.setdefault(labels, (src.labels, set()))
+                group[1].add(key)
+                self._label_keys[key] = labels
+        if src is None:
+            del self._sources[key]
+        else:
+            self._sources[key] = src
+        content_changed = old is None or src is None or old.nets != src.nets or old.ports != src.ports
+        for selector, set_ids in self._by_selector.items():
+            matching = self._matching[selector]
+            was = key in matching
+            if relabelled:
+                now = src is not None and parse(selector).evaluate(src.labels)
+                if now:
+                    matching.add(key)
+                elif was:
+                    matching.discard(key)
+            else:
+                now = was
+            if (was or now) and (was != now or content_changed):
+                self._dirty.update(set_ids)
+
+    def _ungroup(self, key: Hashable) -> None:
+        labels = self._label_keys.pop(key, None)
+        if labels is not None:
+            members = self._groups[labels][1]
+            members.discard(key)
+            if not members:
+                del self._groups[labels]
+
+    def want(self, spec: SetSpec) -> None:
+        count = self._wanted.get(spec.id, 0)
+        self._wanted[spec.id] = count + 1
+        if count:
+            return
+        self._specs[spec.id] = spec
+        self._dirty.add(spec.id)
+        self._order_dirty = True
+        if spec.selector is None or spec.kind == "service":
+            return
+        set_ids = self._by_selector.get(spec.selector)
+        if set_ids is None:
+            set_ids = self._by_selector[spec.selector] = set()
+            evaluate = parse(spec.selector).evaluate
+            self._matching[spec.selector] = {k for labels, keys in self._groups.values() if evaluate(labels) for k in keys}
+        set_ids.add(spec.id)
+
+    def unwant(self, spec: SetSpec) -> None:
+        count = self._wanted[spec.id] - 1
+        if count:
+            self._wanted[spec.id] = count
+            return
+        del self._wanted[spec.id]
+        del self._specs[spec.id]
+        if self._sets.pop(spec.id, None) is not None:
+            self._changed.add(spec.id)
+        self._dirty.discard(spec.id)
+        set_ids = self._by_selector.get(spec.selector) if spec.selector is not None else None
+        if set_ids is not None:
+            set_ids.discard(spec.id)
+            if not set_ids:
+                del self._by_selector[spec.selector]
+                del self._matching[spec.selector]
+
+    def sets(self) -> dict[str, IPSet]:
+        """Every wanted set with its members, by id, in id order (the dict is the index's own).
+
+        A set whose members are as they were stays the same object.
+        """
+        for set_id in self._dirty:
+            spec = self._specs[set_id]
+            members: list[tuple[int, str]] = []
+            if spec.kind != "service":
+                for key in self._matching[spec.selector]:
+                    members += _members(spec, self._sources[key])
+            ipset = IPSet(spec, *_sorted(members))
+            if ipset != self._sets.get(set_id):
+                self._sets[set_id] = ipset
+                self._changed.add(set_id)
+        self._dirty.clear()
+        if self._order_dirty:
+            self._sets = dict(sorted(self._sets.items()))
+            self._order_dirty = False
+        return self._sets
+
+    def take_changed(self) -> set[str]:
+        """The ids of the sets made, dropped or given other members since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
 
 def pool_sets(pools: Iterable[tuple[Network, bool]]) -> tuple[IPSet, IPSet]:

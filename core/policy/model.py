@@ -1,6 +1,7 @@
-"""``compile(state)``: the whole policy picture of one node, frozen.
+"""The compiled policy of one node: :class:`PolicyModel` and the values it holds.
 
-What the iptables and nftables plugins render, and what :mod:`.evaluate` judges packets by:
+What the iptables and nftables plugins render, and what :mod:`.evaluate` judges packets by
+(:mod:`.compiler` makes it):
 
 * ``policies`` / ``profiles``: the normalised ones that apply to some endpoint (Felix
   programs only those), by key / name;
@@ -14,34 +15,16 @@ What the iptables and nftables plugins render, and what :mod:`.evaluate` judges 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
 
 import attrs
 
-from pycalico.core.policy import ipsets
-from pycalico.core.policy.endpoints import (
-    Endpoint,
-    EndpointKey,
-    endpoint_source,
-    host_endpoint,
-    network_set_source,
-    workload_endpoint,
-)
+from pycalico.core.policy.endpoints import Endpoint, EndpointKey
 from pycalico.core.policy.ipsets import IPSet
-from pycalico.core.policy.resolve import PolicyIndex, ResolvedEndpoint, TierInfo, tiers_from
-from pycalico.core.policy.rules import (
-    DEFAULT_ALLOW_PROFILE,
-    Policy,
-    Profile,
-    default_allow_profile,
-    missing_profile,
-    normalise_policy,
-    normalise_profile,
-)
-from pycalico.core.resources.types import parse_cidr
+from pycalico.core.policy.resolve import ResolvedEndpoint, TierInfo
+from pycalico.core.policy.rules import Policy, Profile
 
 Scope = Literal["node", "cluster"]
 
@@ -114,9 +97,34 @@ def _frozen_map(value: Mapping) -> Mapping:
     return MappingProxyType(dict(value))
 
 
+@attrs.frozen
+class Changes:
+    """What differs between a model and the model numbered ``since`` (the same compiler's
+    previous pass), for a dataplane that rendered that one to redo only this.
+
+    ``policies`` / ``profiles``: active ones added, removed or changed, by key / name;
+    ``endpoints``: in-scope endpoints added, removed, resolved again, or whose policies
+    moved in their tiers (a superset: an endpoint listed may render as before);
+    ``ip_sets``: sets added, removed or with other members, by id; ``rest``: anything
+    else a dataplane renders from changed (settings, tiers, failsafe ports, NAT pools,
+    anti-spoofing). Changes to ``all_endpoints`` alone are not listed.
+    """
+
+    since: int
+    policies: frozenset[str] = frozenset()
+    profiles: frozenset[str] = frozenset()
+    endpoints: frozenset[EndpointKey] = frozenset()
+    ip_sets: frozenset[str] = frozenset()
+    rest: bool = False
+
+
 @attrs.frozen(eq=False)
 class PolicyModel:
-    """The compiled policy of one node (see the module docstring). Compare by ``id`` fields."""
+    """The compiled policy of one node (see the module docstring). Compare by ``id`` fields.
+
+    ``serial`` numbers the model (unique in the process); ``changes`` says what differs
+    from an earlier one, None when unknown (a first pass, or a model made from scratch).
+    """
 
     node_name: str
     scope: Scope
@@ -130,6 +138,16 @@ class PolicyModel:
     failsafe: Failsafe
     nat: NatOutgoing
     anti_spoofing: tuple[AntiSpoof, ...]
+    serial: int = 0
+    changes: Changes | None = None
+
+    def changes_since(self, serial: int | None) -> Changes | None:
+        """What differs from the model numbered ``serial``; None when that is not known."""
+        if self.serial and self.serial == serial:
+            return Changes(since=serial)  # the same model again: nothing
+        if self.changes is not None and self.changes.since == serial:
+            return self.changes
+        return None
 
     @property
     def host_endpoints(self) -> tuple[ResolvedEndpoint, ...]:
@@ -188,111 +206,7 @@ def _failsafe(configs: list) -> Failsafe:
     )
 
 
-# --- compile ------------------------------------------------------------------------
-
-
-def compile(state, *, scope: Scope = "node") -> PolicyModel:  # shadows the builtin inside this module only
-    """Compile ``state`` (a :class:`~pycalico.core.calc.DesiredState`) into a :class:`PolicyModel`.
-
-    ``scope="node"`` resolves the endpoints on ``state.node_name`` (what a dataplane
-    programs); ``scope="cluster"`` resolves every endpoint of the cluster, as a packet judge
-    needs to apply both ends' policy.
-    """
-    node = state.node_name
+def felix_settings(state) -> tuple[Settings, Failsafe]:
+    """The Felix settings and failsafe ports of ``state``'s node (FelixConfiguration ``node.<node>`` over ``default``)."""
     configs = _felix_configs(state)
-    settings = _settings(configs)
-
-    profile_resources = {p.name: p for p in state.of_kind("Profile")}
-    profile_labels = {name: p.spec.labels_to_apply or {} for name, p in profile_resources.items()}
-
-    all_endpoints: dict[EndpointKey, Endpoint] = {}
-    for wep in state.of_kind("WorkloadEndpoint"):
-        ep = workload_endpoint(wep, profile_labels)
-        if ep is not None:
-            all_endpoints[ep.key] = ep
-    for hep in state.of_kind("HostEndpoint"):
-        ep = host_endpoint(hep, profile_labels)
-        all_endpoints[ep.key] = ep
-    all_endpoints = dict(sorted(all_endpoints.items()))
-
-    targets = [ep for ep in all_endpoints.values() if scope == "cluster" or ep.node == node]
-
-    all_policies = [
-        normalise_policy(p) for kind in ("NetworkPolicy", "GlobalNetworkPolicy") for p in state.of_kind(kind)
-    ]
-    index = PolicyIndex(all_policies, tiers_from(state.of_kind("Tier")))
-    endpoints = {ep.key: index.resolve(ep) for ep in targets}
-
-    # Active policies and profiles: those some resolved endpoint uses.
-    by_key = {p.key: p for p in all_policies}
-    active_keys: set[str] = set()
-    active_profiles: set[str] = set()
-    for resolved in endpoints.values():
-        for chain in _chains(resolved):
-            active_keys.update(chain.policy_keys)
-        active_profiles.update(resolved.endpoint.profiles)
-    policies = {k: by_key[k] for k in sorted(active_keys)}
-    profiles = {}
-    for name in sorted(active_profiles):
-        if name in profile_resources:
-            profiles[name] = normalise_profile(profile_resources[name])
-        elif name == DEFAULT_ALLOW_PROFILE:
-            profiles[name] = default_allow_profile()
-        else:
-            profiles[name] = missing_profile(name)
-
-    specs = {}
-    for owner in (*policies.values(), *profiles.values()):
-        for rule in (*owner.ingress, *owner.egress):
-            for spec in rule.sets:
-                specs.setdefault(spec.id, spec)
-    sources = [endpoint_source(ep) for ep in all_endpoints.values()]
-    for kind in ("NetworkSet", "GlobalNetworkSet"):
-        sources += [network_set_source(s, profile_labels) for s in state.of_kind(kind)]
-    ip_sets = ipsets.compute_sets(specs.values(), sources)
-
-    pools = [(parse_cidr(p.spec.cidr)[1], bool(p.spec.nat_outgoing)) for p in state.of_kind("IPPool") if p.spec.cidr]
-    all_pools, masq_pools = ipsets.pool_sets(pools)
-    ip_sets[all_pools.id] = all_pools
-    ip_sets[masq_pools.id] = masq_pools
-
-    spoofing = settings.workload_source_spoofing == "Any"
-    anti_spoofing = tuple(
-        AntiSpoof(
-            endpoint=ep.key,
-            interface=ep.interface,
-            addresses=tuple(str(ipaddress.ip_network(a)) for a in ep.addresses),
-            allowed_prefixes=ep.allow_spoofed_source_prefixes if spoofing else (),
-        )
-        for ep in all_endpoints.values()
-        if ep.is_workload and ep.node == node
-    )
-
-    return PolicyModel(
-        node_name=node,
-        scope=scope,
-        settings=settings,
-        tiers=index.tiers,
-        policies=policies,
-        profiles=profiles,
-        ip_sets=dict(sorted(ip_sets.items())),
-        endpoints=endpoints,
-        all_endpoints=all_endpoints,
-        failsafe=_failsafe(configs),
-        nat=NatOutgoing(all_pools, masq_pools),
-        anti_spoofing=anti_spoofing,
-    )
-
-
-def _chains(resolved: ResolvedEndpoint):
-    for chain in (
-        resolved.ingress,
-        resolved.egress,
-        resolved.forward_ingress,
-        resolved.forward_egress,
-        resolved.untracked_ingress,
-        resolved.untracked_egress,
-        resolved.pre_dnat_ingress,
-    ):
-        if chain is not None:
-            yield chain
+    return _settings(configs), _failsafe(configs)

@@ -31,7 +31,6 @@ from pycalico.core.policy import ids
 from pycalico.core.policy.endpoints import Endpoint
 from pycalico.core.policy.rules import Direction, Policy
 from pycalico.core.resources.policy import TIER_ORDERS
-from pycalico.core.selector import parse
 
 TierAction = Literal["Deny", "Pass"]
 ChainKind = Literal["normal", "forward", "untracked", "pre-dnat"]
@@ -119,33 +118,59 @@ class ResolvedEndpoint:
     def chain(self, direction: Direction) -> EndpointPolicy:
         return self.ingress if direction == "ingress" else self.egress
 
+    @property
+    def chains(self) -> tuple[EndpointPolicy, ...]:
+        """Every chain the endpoint has."""
+        return tuple(
+            c
+            for c in (
+                self.ingress,
+                self.egress,
+                self.forward_ingress,
+                self.forward_egress,
+                self.untracked_ingress,
+                self.untracked_egress,
+                self.pre_dnat_ingress,
+            )
+            if c is not None
+        )
 
-class PolicyIndex:
-    """Policies grouped by tier in Felix's order, ready to match endpoints against."""
+    @property
+    def policy_keys(self) -> tuple[str, ...]:
+        """The keys of the policies its chains jump to (a key once per chain it is in)."""
+        return tuple(k for c in self.chains for k in c.policy_keys)
 
-    def __init__(self, policies: Iterable[Policy], tiers: Mapping[str, TierInfo]) -> None:
+
+class TierOrder:
+    """The tiers in Felix's order, and how to lay an endpoint's policies out in them.
+
+    ``tiers`` are the known tiers (Tier resources and the built-ins); ``named`` the tiers
+    the policies name, of which those without a Tier resource sort last.
+    """
+
+    def __init__(self, tiers: Mapping[str, TierInfo], named: Iterable[str] = ()) -> None:
         tiers = dict(tiers)
-        by_tier: dict[str, list[Policy]] = {}
-        for policy in policies:
-            by_tier.setdefault(policy.tier, []).append(policy)
-            if policy.tier not in tiers:
-                tiers[policy.tier] = TierInfo(policy.tier, None, "Deny", exists=False)
+        for name in named:
+            if name not in tiers:
+                tiers[name] = TierInfo(name, None, "Deny", exists=False)
         self.tiers = tuple(sorted(tiers.values(), key=lambda t: t.sort_key))
-        self._ordered = []
-        for tier in self.tiers:
-            ordered = sorted(by_tier.get(tier.name, ()), key=lambda p: p.sort_key)
-            self._ordered.append((tier, tuple((p, parse(p.selector).evaluate) for p in ordered)))
+        self._rank = {tier.name: i for i, tier in enumerate(self.tiers)}
 
-    def resolve(self, endpoint: Endpoint) -> ResolvedEndpoint:
-        """The endpoint's chains: the policies whose selectors match its effective labels."""
-        labels = endpoint.label_map
-        profiles = endpoint.profiles
+    def resolve(self, endpoint: Endpoint, policies: Iterable[Policy]) -> ResolvedEndpoint:
+        """The endpoint's chains, given the policies whose selectors match it (any order).
+
+        Every policy's tier must be one of ``tiers``.
+        """
+        ranked = sorted(policies, key=lambda p: (self._rank[p.tier], p.sort_key))
         lists: dict[tuple[str, Direction], list[TierPolicies]] = {}
-        for tier, policies in self._ordered:
+        start = 0
+        while start < len(ranked):
+            tier = self.tiers[self._rank[ranked[start].tier]]
+            end = start
             picked: dict[tuple[str, Direction], list[str]] = {}
-            for policy, matches in policies:
-                if not matches(labels):
-                    continue
+            while end < len(ranked) and ranked[end].tier == tier.name:
+                policy = ranked[end]
+                end += 1
                 if policy.do_not_track:
                     kinds = ["untracked"]
                 elif policy.pre_dnat:
@@ -157,9 +182,12 @@ class PolicyIndex:
                         picked.setdefault((kind, "ingress"), []).append(policy.key)
                     if policy.governs_egress and kind != "pre-dnat":
                         picked.setdefault((kind, "egress"), []).append(policy.key)
+            start = end
             for (kind, direction), keys in picked.items():
                 action = "Pass" if kind in ("untracked", "pre-dnat") else tier.default_action
                 lists.setdefault((kind, direction), []).append(TierPolicies(tier.name, action, tuple(keys)))
+
+        profiles = endpoint.profiles
 
         def chain(kind: ChainKind, direction: Direction) -> EndpointPolicy:
             with_profiles = profiles if kind == "normal" else ()

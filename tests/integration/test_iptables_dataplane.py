@@ -30,8 +30,8 @@ import pytest
 from pycalico.core.calc import DesiredState
 from pycalico.core.lab import netns
 from pycalico.core.policy import compile, verdict
-from pycalico.core.resources.codec import load_resources
 from pycalico.plugins.policy.iptables import Options, plugin
+from tests.policy_world import yaml_state
 
 pytestmark = pytest.mark.lab
 
@@ -191,24 +191,18 @@ def probe(src_ns: str, dst: str, proto: str, port: int | None = None, source: st
 
 # --- state ---------------------------------------------------------------------------------
 
-BASE = """
-apiVersion: projectcalico.org/v3
+def profile(ns: str) -> str:
+    return f"""apiVersion: projectcalico.org/v3
 kind: Profile
-metadata: {name: kns.prod}
+metadata: {{name: kns.{ns}}}
 spec:
-  labelsToApply: {pcns.projectcalico.org/name: prod}
-  ingress: [{action: Allow}]
-  egress: [{action: Allow}]
----
-apiVersion: projectcalico.org/v3
-kind: Profile
-metadata: {name: kns.dev}
-spec:
-  labelsToApply: {pcns.projectcalico.org/name: dev}
-  ingress: [{action: Allow}]
-  egress: [{action: Allow}]
----
-apiVersion: projectcalico.org/v3
+  labelsToApply: {{pcns.projectcalico.org/name: {ns}}}
+  ingress: [{{action: Allow}}]
+  egress: [{{action: Allow}}]
+"""
+
+
+POOL = """apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: pods}
 spec: {cidr: 10.65.0.0/16, natOutgoing: NAT}
@@ -228,13 +222,10 @@ spec: {{node: node1, orchestrator: k8s, pod: {name}, endpoint: eth0, interfaceNa
 
 
 def make_state(extra: str = "", nat: bool = True) -> DesiredState:
-    text = BASE.replace("NAT", "true" if nat else "false") + "".join("---\n" + wep(p) for p in PODS)
+    docs = [profile("prod"), profile("dev"), POOL.replace("NAT", "true" if nat else "false"), *map(wep, PODS)]
     if extra.strip():
-        text += "---\n" + extra
-    kinds: dict[str, list] = {}
-    for res in load_resources(text):
-        kinds.setdefault(type(res).KIND, []).append(res)
-    return DesiredState(node_name="node1", revision=1, resources={k: tuple(v) for k, v in kinds.items()})
+        docs.append(extra)
+    return yaml_state("---\n".join(docs))
 
 
 def check(state: DesiredState, cases: list[tuple[str, str, str, int | None]], expect: dict | None = None) -> dict:

@@ -35,6 +35,7 @@ from pycalico.core.lab import netns
 from pycalico.core.policy import Peer, compile, verdict
 from pycalico.core.resources.codec import load_resource
 from pycalico.plugins.policy.nftables import NftablesPolicy, Options, names
+from tests.policy_world import doc
 
 pytestmark = pytest.mark.lab
 
@@ -236,15 +237,6 @@ def _listen(ns: str, addr: str, port: int, stop: threading.Event) -> list[socket
 
 
 # --- the desired state -----------------------------------------------------------------
-
-
-def doc(kind, name, spec, namespace=None, labels=None):
-    meta = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec}
 
 
 def base_docs(nat: bool = True) -> list[dict]:

@@ -19,7 +19,7 @@ import pytest
 from pycalico.core import config as cfg
 from pycalico.core.calc import DesiredState
 from pycalico.core.lab import netns
-from pycalico.core.policy import compile
+from pycalico.core.policy import Compiler, compile
 from pycalico.core.resources.codec import load_resource
 from pycalico.plugins.policy.nftables import NftablesPolicy, Options, names
 from pycalico.plugins.policy.nftables.render import (
@@ -30,23 +30,15 @@ from pycalico.plugins.policy.nftables.render import (
     IF_NOT_PASSED,
     PASS,
     RETURN_IF_ACCEPTED,
-    Renderer,
     effective,
     group_chain_name,
 )
 from pycalico.plugins.policy.nftables.state import parse_table
+from pycalico.plugins.policy.nftables.table import Renderer
+from tests.policy_world import doc, walk
 from pycalico.plugins.policy.nftables.transaction import full, plan
 
 # --- resources ------------------------------------------------------------------------
-
-
-def doc(kind, name, spec, namespace=None, labels=None):
-    meta = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec}
 
 
 def profile(ns):
@@ -675,3 +667,39 @@ def test_the_dataplane_reads_back_only_when_the_generation_moved_and_retries(mon
     with pytest.raises(Exception, match="Device or resource busy"):
         dp.apply(compile(state_of()), eff)
     assert dp.generation is None  # the next pass reads the table back first
+
+
+# --- pass after pass --------------------------------------------------------------------
+
+
+def _table(desired):
+    return (
+        {n: (c.base, c.rules) for n, c in desired.chains.items()},
+        dict(desired.sets),
+        {n: dict(m.elements) for n, m in desired.maps.items()},
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rendering_only_the_changes_gives_the_whole_table_and_the_same_transaction(seed):
+    """Along a random walk of changes, the renderer fed each pass's model (and its
+    changes) gives the table a fresh renderer gives, and planning only what it touched
+    gives the transaction a full comparison gives."""
+    compiler, renderer = Compiler(), Renderer()
+    before = None
+    incremental = 0
+    for step, what, state in walk(seed):
+        model = compiler.compile(state)
+        eff = effective(model, None)
+        got = renderer.render(model, eff)
+        want = Renderer().render(model, eff)
+        assert _table(got) == _table(want), (step, what)
+        if before is not None and got.touched is not None:
+            incremental += 1
+            assert got.touched.since == before.serial
+            only = plan(got, before.state, before.state, only_touched=True)
+            every = plan(got, before.state, before.state)
+            assert sorted(only.text.splitlines()) == sorted(every.text.splitlines()), (step, what)
+            assert sorted(only.lines) == sorted(every.lines), (step, what)
+        before = got
+    assert incremental > 50  # most passes rendered only the changes

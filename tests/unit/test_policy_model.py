@@ -2,10 +2,9 @@
 
 import pytest
 
-from pycalico.core.calc import DesiredState
 from pycalico.core.policy import compile, ids
 from pycalico.core.policy.model import DEFAULT_FAILSAFE_INBOUND, DEFAULT_FAILSAFE_OUTBOUND, ProtoPort
-from pycalico.core.resources.codec import load_resources
+from tests.policy_world import policy_yaml, yaml_state
 
 BASE = """
 apiVersion: projectcalico.org/v3
@@ -93,37 +92,12 @@ spec: {cidr: "fd00::/64", natOutgoing: true}
 
 
 def state(text="", node="node1"):
-    kinds = {}
-    for res in load_resources(BASE + ("---\n" + text if text.strip() else "")):
-        kinds.setdefault(type(res).KIND, []).append(res)
-    return DesiredState(node_name=node, revision=1, resources={k: tuple(v) for k, v in kinds.items()})
+    return yaml_state(BASE + ("---\n" + text if text.strip() else ""), node)
 
 
-def policy(
-    name,
-    selector="app == 'api'",
-    order=None,
-    tier=None,
-    types=None,
-    ingress="[{action: Allow}]",
-    kind="GlobalNetworkPolicy",
-    extra="",
-):
-    """A policy manifest (a GlobalNetworkPolicy, or a NetworkPolicy of namespace web)."""
-    namespace = ", namespace: web" if kind == "NetworkPolicy" else ""
-    lines = ["apiVersion: projectcalico.org/v3", f"kind: {kind}", f"metadata: {{name: {name}{namespace}}}", "spec:"]
-    lines.append(f"  selector: {selector}")
-    if order is not None:
-        lines.append(f"  order: {order}")
-    if tier:
-        lines.append(f"  tier: {tier}")
-    if types:
-        lines.append(f"  types: {types}")
-    if ingress:
-        lines.append(f"  ingress: {ingress}")
-    if extra:
-        lines.append(extra)
-    return "\n".join(lines) + "\n---\n"
+def policy(name, selector="app == 'api'", order=None, tier=None, types=None, ingress="[{action: Allow}]",
+           kind="GlobalNetworkPolicy", extra=""):
+    return policy_yaml(name, selector, kind=kind, order=order, tier=tier, types=types, ingress=ingress, extra=extra)
 
 
 API = ("WorkloadEndpoint", "web", "node1-k8s-api-eth0")

@@ -1,7 +1,8 @@
 """The iptables policy dataplane: Felix's iptables and ipset rules for this node.
 
 ``[policy] type = "iptables"`` in calico.toml. Each pass compiles the desired state into
-the policy model (:func:`pycalico.core.policy.compile`), renders Felix's chains from it
+the policy model (a :class:`pycalico.core.policy.Compiler` per namespace, which redoes
+only what changed since its last pass), renders Felix's chains from it
 and writes only what differs from the kernel, in one ``iptables-restore --noflush --wait``
 per IP version (a transaction per changed table), with the IP sets written before and
 cleaned up after. It acts on the network namespace of the calling thread.
@@ -40,9 +41,9 @@ Where this differs from Felix (v3.28 unless said):
 
 Modules: ``options`` (the ``[policy.iptables]`` table), ``chains`` (rules, chains, hashes,
 names, marks), ``policy`` (policy rules), ``endpoints`` (endpoint, group and dispatch
-chains), ``static`` (static chains and hooks), ``ruleset`` (the model rendered, cached
-across passes), ``diff`` and ``ipsets`` (what to write), ``kernel`` (the commands),
-``dataplane`` (a pass).
+chains), ``static`` (static chains and hooks), ``ruleset`` (the model rendered pass after
+pass: only what the model's changes list), ``diff`` and ``ipsets`` (what to write),
+``kernel`` (the commands), ``dataplane`` (a pass).
 
 Registered through the entry point ``iptables`` of the group ``pycalico.policy``.
 """
@@ -53,7 +54,7 @@ import threading
 from typing import Any
 
 from pycalico.core.nsenter import netns_id
-from pycalico.core.policy import PolicyModel, compile
+from pycalico.core.policy import PolicyModel
 from pycalico.hooks import hookimpl
 
 from .dataplane import Dataplane
@@ -86,7 +87,8 @@ class IptablesPlugin:
 
     def reconcile(self, state: Any, options: Options | None = None) -> list[str]:
         """Converge this namespace to ``state`` (a DesiredState); one line per change."""
-        return self.reconcile_model(compile(state), options)
+        dp = self.dataplane(options)
+        return dp.apply(dp.compiler.compile(state))
 
     def cleanup(self, options: Options | None = None) -> list[str]:
         """Remove all our hooks, chains and IP sets from this namespace."""

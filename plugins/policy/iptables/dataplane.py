@@ -1,8 +1,8 @@
 """One pass: render, compare with what the kernel has, write only the difference.
 
 Order (Felix's ``event_sequencer.go``): IP sets are created and updated first, then the
-iptables tables are written (one ``iptables-restore`` per IP version, one transaction per
-changed table), then IP sets no rule uses any more are destroyed.
+iptables tables are written (one ``iptables-restore`` per IP version, both at once, one
+transaction per changed table), then IP sets no rule uses any more are destroyed.
 
 What the kernel has is read back with ``iptables-save`` and ``ipset save`` (only the
 hashes and members are kept) and remembered; a pass trusts what it remembers, except:
@@ -15,7 +15,9 @@ hashes and members are kept) and remembered; a pass trusts what it remembers, ex
   size (a rule replaced by one of the very same size goes unnoticed until the full read).
   So drift in our chains is repaired on the next pass.
 
-IP set members changed behind our back are noticed at the next full read.
+IP set members changed behind our back are noticed at the next full read. When nothing
+was read back, what we remember is the previous pass's result, so only the chains and
+sets the renderer touched since are compared.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from pycalico.core.policy import PolicyModel
+from pycalico.core.policy import Compiler, PolicyModel
 
 from . import kernel
 from .diff import plan
 from .ipsets import plan_sets
 from .options import Options
-from .ruleset import RenderConfig, Renderer, Ruleset, TableSpec, render_config
+from .ruleset import Renderer, Ruleset, TableSpec, render_config
 from .chains import KERNEL_CHAINS, TABLES, Chain
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,14 @@ class Dataplane:
     def __init__(self, options: Options | None = None):
         self.options = options or Options()
         self.backend = kernel.detect_backend(self.options.backend)
+        self.compiler = Compiler()  # this namespace's desired states, pass after pass
         self.renderer = Renderer()
-        self._cfg: RenderConfig | None = None
         self._tables: dict[int, dict[str, kernel.TableState] | None] = {4: None, 6: None}
         self._sets: dict[str, kernel.SetState] | None = None
         self._last_full_read = -math.inf
         self._generation: int | None = None
+        self._in_kernel: dict[int, int] = {}  # version -> the ruleset whose plan made self._tables[version]
+        self._undestroyed: set[str] = set()  # sets still in use by rules of others
         # What the last pass wrote, for tests and the benchmark.
         self.last_restore: dict[int, str] = {}
         self.last_ipset_restore = ""
@@ -70,16 +75,7 @@ class Dataplane:
 
     def render(self, model: PolicyModel) -> dict[int, Ruleset]:
         start = time.perf_counter()
-        cfg = render_config(model, self.options)
-        if cfg == self._cfg:
-            cfg = self._cfg  # the same object: cache keys then compare by identity
-        self._cfg = cfg
-        try:
-            rulesets = {v: self.renderer.render(model, cfg, v) for v in self.versions(model)}
-        except BaseException:
-            self.renderer = Renderer()  # start the caches afresh
-            raise
-        self.renderer.end_pass()
+        rulesets = self.renderer.render(model, render_config(model, self.options), tuple(self.versions(model)))
         self.timings["render"] = time.perf_counter() - start
         return rulesets
 
@@ -89,8 +85,10 @@ class Dataplane:
         """Read everything back on the next pass."""
         self._tables = {4: None, 6: None}
         self._sets = None
+        self._in_kernel = {}
 
-    def _read(self, versions: list[int]) -> None:
+    def _read(self, versions: list[int]) -> bool:
+        """Read back what may have changed behind our back; whether anything was read."""
         now = time.monotonic()
         full = (
             now - self._last_full_read >= self.options.refresh_seconds
@@ -108,6 +106,7 @@ class Dataplane:
             for v in versions:
                 self._tables[v] = kernel.read_tables(self.backend, v)
                 self.reads += 1
+        return tables_stale
 
     def _kernel_generation(self):
         return kernel.nft_generation() if self.backend == "nft" else kernel.legacy_fingerprint()
@@ -134,16 +133,27 @@ class Dataplane:
             self.timings[step] = self.timings.get(step, 0.0) + now - clock
             clock = now
 
-        self._read(versions)
+        read = self._read(versions)
         lap("read")
         changes: list[str] = []
         self.last_restore = {}
         self.last_ipset_restore = ""
 
+        # What we have is the previous pass's result, unless read back: then only what the
+        # renderer touched since can differ.
+        since = {}
+        for v in versions:
+            touched = rulesets[v].touched
+            known = not read and touched is not None and touched.since == self._in_kernel.get(v)
+            since[v] = touched if known else None
+        set_names = None
+        if all(since[v] is not None for v in versions):
+            set_names = frozenset(self._undestroyed).union(*(since[v].sets for v in versions))
+
         want_sets = {}
         for v in versions:
             want_sets.update(rulesets[v].ipsets)
-        set_plan = plan_sets(want_sets, self._sets or {})
+        set_plan = plan_sets(want_sets, self._sets or {}, set_names)
         lap("plan")
         if set_plan.lines:
             self.last_ipset_restore = "\n".join(set_plan.lines) + "\n"
@@ -152,18 +162,18 @@ class Dataplane:
         self._sets = set_plan.result
         changes += set_plan.changes
 
+        plans = {v: plan(rulesets[v], self._tables[v] or {}, since[v]) for v in versions}
         for v in versions:
-            plans = plan(rulesets[v], self._tables[v] or {})
-            lines = [line for p in plans for line in p.lines]
-            lap("plan")
+            lines = [line for p in plans[v] for line in p.lines]
             if lines:
-                text = "\n".join(lines) + "\n"
-                self.last_restore[v] = text
-                kernel.restore(self.backend, v, text)
-                self.writes += 1
-            lap("restore")
-            self._tables[v] = {p.table: p.result for p in plans}
-            for p in plans:
+                self.last_restore[v] = "\n".join(lines) + "\n"
+        lap("plan")
+        self._restore(self.last_restore)
+        lap("restore")
+        for v in versions:
+            self._tables[v] = {p.table: p.result for p in plans[v]}
+            self._in_kernel[v] = rulesets[v].serial
+            for p in plans[v]:
                 changes += p.changes
 
         if set_plan.stale:
@@ -174,6 +184,20 @@ class Dataplane:
         self._generation = self._kernel_generation()
         lap("read")
         return changes
+
+    def _restore(self, texts: dict[int, str]) -> None:
+        """One ``iptables-restore`` per IP version, the two at once: the tables are separate
+        and each transaction's cost (the kernel checks the whole table) is its own."""
+        if len(texts) < 2:
+            for v, text in texts.items():
+                kernel.restore(self.backend, v, text)
+        else:
+            # Threads started here are in this thread's network namespace, as their children.
+            with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+                done = [pool.submit(kernel.restore, self.backend, v, text) for v, text in texts.items()]
+            for future in done:
+                future.result()
+        self.writes += len(texts)
 
     def _destroy_sets(self, names: list[str]) -> list[str]:
         changes = []
@@ -190,9 +214,11 @@ class Dataplane:
                 except kernel.KernelError as exc:
                     log.warning("ipset %s not destroyed: %s", name, exc.detail or exc)
                     changes.append(f"ipset {name} kept: still in use")
+                    self._undestroyed.add(name)
         assert self._sets is not None
         for name in gone:
             self._sets.pop(name, None)
+            self._undestroyed.discard(name)
             changes.append(f"ipset {name} deleted")
         return changes
 

@@ -12,7 +12,9 @@ Per table, in one ``iptables-restore --noflush`` transaction (Felix's ``Table.Ap
 4. delete our chains that are no longer wanted (``-X``), except those a chain we do not
    own still refers to: those are left empty.
 
-A table where nothing differs gets no transaction at all.
+A table where nothing differs gets no transaction at all. When the tables we have are
+known to be the renderer's previous result, only the chains it touched since are compared
+(the hooks, a few rules, always are).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import attrs
 
 from .chains import Chain, is_ours
 from .kernel import KernelRule, TableState
-from .ruleset import Ruleset, TableSpec
+from .ruleset import Ruleset, TableSpec, Touched
 
 
 @attrs.define
@@ -71,7 +73,10 @@ def _spec(chain: Chain, index: int) -> str:
     return chain.line(index).split(" ", 2)[2]
 
 
-def plan_table(table: str, version: int, want: TableSpec, have: TableState) -> TablePlan:
+def plan_table(
+    table: str, version: int, want: TableSpec, have: TableState, names: frozenset[str] | None = None
+) -> TablePlan:
+    """The restore input for one table; ``names``: only these chains can differ."""
     suffix = where(table, version)
     header: list[str] = []
     body: list[str] = []
@@ -80,9 +85,14 @@ def plan_table(table: str, version: int, want: TableSpec, have: TableState) -> T
     result = TableState(chains=dict(have.chains), kernel={k: list(v) for k, v in have.kernel.items()},
                         foreign_refs=set(have.foreign_refs), exists=True)
 
-    stale = [name for name in have.chains if is_ours(name) and name not in want.chains]
+    if names is None:
+        wanted = want.chains.items()
+        stale = [name for name in have.chains if is_ours(name) and name not in want.chains]
+    else:
+        wanted = [(n, want.chains[n]) for n in sorted(names) if n in want.chains]
+        stale = [n for n in sorted(names) if is_ours(n) and n in have.chains and n not in want.chains]
     have_chains = have.chains
-    for name, chain in want.chains.items():
+    for name, chain in wanted:
         actual = have_chains.get(name)
         if actual is chain.hashes:
             continue  # what we wrote (or read back and matched) last time
@@ -137,9 +147,11 @@ def plan_table(table: str, version: int, want: TableSpec, have: TableState) -> T
     return TablePlan(table, lines, changes, result)
 
 
-def plan(ruleset: Ruleset, have: dict[str, TableState]) -> list[TablePlan]:
-    """The plans of every table of one IP version (raw, mangle, nat, filter)."""
+def plan(ruleset: Ruleset, have: dict[str, TableState], since: Touched | None = None) -> list[TablePlan]:
+    """The plans of every table of one IP version (raw, mangle, nat, filter); ``since``:
+    ``have`` is the ruleset these changes are against, so only what they touched is compared."""
     out = []
     for table, want in ruleset.tables.items():
-        out.append(plan_table(table, ruleset.version, want, have.get(table) or TableState()))
+        names = since.chains.get(table, frozenset()) if since is not None else None
+        out.append(plan_table(table, ruleset.version, want, have.get(table) or TableState(), names))
     return out

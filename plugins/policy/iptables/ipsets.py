@@ -43,14 +43,15 @@ def _temp_names(have: dict[str, SetState]):
     return next_name
 
 
-def plan_sets(want: dict[str, DesiredSet], have: dict[str, SetState]) -> SetPlan:
+def plan_sets(want: dict[str, DesiredSet], have: dict[str, SetState], names: frozenset[str] | None = None) -> SetPlan:
+    """What to write for ``want``; ``names``: only these sets can differ from ``have``."""
     lines: list[str] = []
     changes: list[str] = []
     result = dict(have)
     temp = _temp_names(have)
     todo = []
-    for name, w in want.items():
-        h = have.get(name)
+    for name in want if names is None else (n for n in names if n in want):
+        w, h = want[name], have.get(name)
         if h is None or h.members is not w.members or h.set_type != w.set_type or h.family != w.family \
                 or h.maxelem != w.maxelem:
             todo.append(name)
@@ -84,5 +85,5 @@ def plan_sets(want: dict[str, DesiredSet], have: dict[str, SetState]) -> SetPlan
             lines.extend(f"add {name} {m}" for m in sorted(w.members))
             changes.append(f"ipset {name} recreated ({h.set_type} {h.family} -> {w.set_type} {w.family})")
         result[name] = SetState(name, w.set_type, w.family, w.maxelem, w.members)
-    stale = sorted(n for n in have if n not in want)
+    stale = sorted(n for n in (have if names is None else names) if n in have and n not in want)
     return SetPlan(lines, stale, changes, result)

@@ -6,9 +6,8 @@ Only chains something refers to are programmed (as Felix's table does): the endp
 chains pull in their policy-group, policy and profile chains, table by table, so a
 policy used only by a host endpoint's untracked tier lands in the raw table alone.
 
-Rendering is cached across passes: a policy's chains by its content id, an endpoint's
-chains by its chain ids and the names and selectors of its policies; a pass re-renders
-only what changed and drops what it did not use.
+Rendering is incremental (:class:`Renderer`): a model that says what changed since the
+one rendered last has only that re-rendered, and the result says what it touched.
 
 Names are Felix's (tiered, v3 API): ``cali-pi-`` / ``cali-po-`` + ``<tier>/<name>``, the
 name of a NetworkPolicy being ``<namespace>/<name>`` (``cali-pi-default/allow-web``);
@@ -17,14 +16,17 @@ name of a NetworkPolicy being ``<namespace>/<name>`` (``cali-pi-default/allow-we
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
 from pycalico.core.policy import EndpointPolicy, Policy, PolicyModel, Profile, ProtoPort, ResolvedEndpoint
 from pycalico.core.policy.ids import ipset_name
+from pycalico.core.policy.model import Changes
+from pycalico.core.policy.tally import Contribution, Tally
 
 from . import chains as c
 from . import endpoints as e
@@ -158,11 +160,24 @@ class TableSpec:
     appends: dict[str, Chain]
 
 
+@attrs.frozen
+class Touched:
+    """What of a :class:`Ruleset` may differ from the same renderer's ruleset ``since``."""
+
+    since: int
+    chains: Mapping[str, frozenset[str]]  # table -> chain names
+    sets: frozenset[str]
+
+
 @attrs.define
 class Ruleset:
+    """One IP version's tables and IP sets; ``touched`` None: anything may have changed."""
+
     version: int
     tables: dict[str, TableSpec]
     ipsets: dict[str, DesiredSet]
+    serial: int = 0
+    touched: Touched | None = None
 
 
 def canonical_member(member: str, version: int) -> str:
@@ -185,273 +200,261 @@ class _Needs:
     profiles: tuple[tuple[str, str], ...] = ()  # (profile name, direction)
 
 
-@attrs.define
-class _Structure:
-    chains: dict[str, dict[str, Chain]] = attrs.Factory(lambda: {t: {} for t in c.TABLES})
-    policies: dict[str, set[tuple[str, str]]] = attrs.Factory(lambda: {t: set() for t in c.TABLES})
-    profiles: dict[str, set[tuple[str, str]]] = attrs.Factory(lambda: {t: set() for t in c.TABLES})
+_SERIALS = itertools.count(1)
+HEP_KINDS = ("normal", "untracked", "pre-dnat", "mangle")
+
+# What an endpoint chain jumps to: ("pol", table, key, direction), ("pro", table, name,
+# direction) or ("grp", table, PolicyGroup).
+Ref = tuple
 
 
 class Renderer:
-    """Model -> :class:`Ruleset`, with a cache that keeps what the last pass used."""
+    """Model -> :class:`Ruleset` per IP version, pass after pass.
+
+    Keeps the last rulesets and where each part came from: every endpoint's chains and
+    dispatch membership, and the policy, profile and group chains endpoint chains jump to,
+    made (per table) while any endpoint needs them (a
+    :class:`~pycalico.core.policy.tally.Tally`); the IP sets those chains use, counted; the
+    static, dispatch and NAT chains. A model whose ``changes`` are against the model
+    rendered last (with the same settings and IP versions) redoes only the endpoints,
+    policies, profiles and sets they list; any other model is rendered whole, by the same
+    steps over everything.
+    """
 
     def __init__(self) -> None:
-        self._old: dict[Any, Any] = {}
-        self._new: dict[Any, Any] = {}
-        # version -> set id -> (the model's members, the desired set), kept across passes
-        self._sets_old: dict[int, dict[str, tuple[tuple[str, ...], DesiredSet]]] = {}
-        self._sets_new: dict[int, dict[str, tuple[tuple[str, ...], DesiredSet]]] = {}
-        # (version, table, "policy" | "profile") -> (config, {(key, direction): (content id,
-        # chain, set ids)}, all those set ids)
-        self._rendered_old: dict[tuple, tuple] = {}
-        self._rendered_new: dict[tuple, tuple] = {}
-        self._last_ids: tuple[dict, dict] = ({}, {})
-        self._next_ids: tuple[dict, dict] = ({}, {})
-        self._changed_of: PolicyModel | None = None
-        self._changed: dict[str, frozenset[str]] = {}
-        self._model: PolicyModel | None = None
-        self._names: dict[str, tuple[str, str]] = {}
-        self._chain_tokens: dict[str, int] = {}
-        self._tokens: dict[tuple, int] = {}
-        self._structure_of: tuple[PolicyModel, RenderConfig] | None = None
-        self._structure_memo: _Structure | None = None
+        self._reset()
 
-    def _cached(self, key: Any, make: Callable[[], Any]) -> Any:
-        value = self._new.get(key)
-        if value is None:
-            value = self._old.get(key)
-            if value is None:
-                value = make()
-            self._new[key] = value
-        return value
+    def _reset(self) -> None:
+        self._model_serial: int | None = None
+        self._cfg: RenderConfig | None = None
+        self._versions: tuple[int, ...] = ()
+        self._endpoints = Tally(lambda ref: (ref[0], ref[2]) if ref[0] != "grp" else None)
+        self._wl_ifaces: set[str] = set()
+        self._hep_ifaces: dict[str, set[str]] = {k: set() for k in HEP_KINDS}
+        self._out: dict[int, dict[str, dict[str, Chain]]] = {}  # version -> table -> chains
+        self._made: dict[int, dict[Ref, tuple[str, frozenset[str]]]] = {}  # version -> target -> (chain, set ids)
+        self._nat_sets: dict[int, frozenset[str]] = {}
+        self._set_counts: dict[int, Counter[str]] = {}
+        self._ipsets: dict[int, dict[str, DesiredSet]] = {}
+        self._static: dict[tuple[int, str], tuple[object, tuple[str, ...]]] = {}  # (version, part) -> (key, names)
+        self._hooks: dict[str, tuple[dict[str, Chain], dict[str, Chain]]] = {}
+        self._serials: dict[int, int] = {}
 
-    def end_pass(self) -> None:
-        """Forget what this pass did not use."""
-        self._old, self._new = self._new, {}
-        self._sets_old, self._sets_new = self._sets_new, {}
-        self._rendered_old, self._rendered_new = self._rendered_new, {}
-        if self._changed_of is not None:
-            self._last_ids = self._next_ids
-        self._changed_of = None
-        self._model = None
-        self._structure_of = None
-        self._structure_memo = None
-        if len(self._tokens) > 100000:
-            self._tokens.clear()
+    def render(self, model: PolicyModel, cfg: RenderConfig, versions: tuple[int, ...]) -> dict[int, Ruleset]:
+        try:
+            return self._render(model, cfg, versions)
+        except BaseException:
+            self._reset()
+            raise
 
-    def _policy_names(self, model: PolicyModel) -> dict[str, tuple[str, str]]:
-        """Policy key -> (Felix name, selector), once per model."""
-        if self._model is not model:
-            self._model = model
-            self._names = {k: (felix_name(pol), pol.selector) for k, pol in model.policies.items()}
-            self._chain_tokens = {}
-        return self._names
+    def _render(self, model: PolicyModel, cfg: RenderConfig, versions: tuple[int, ...]) -> dict[int, Ruleset]:
+        changes = model.changes_since(self._model_serial)
+        if changes is None or cfg != self._cfg or versions != self._versions:
+            self._reset()
+            changes = None
+            self._cfg, self._versions = cfg, versions
+            self._hooks = {t: s.hooks(cfg.static, t) for t in c.TABLES}
+            for v in versions:
+                self._out[v] = {t: {} for t in c.TABLES}
+                self._made[v], self._set_counts[v], self._ipsets[v], self._nat_sets[v] = {}, Counter(), {}, frozenset()
+        cfg = self._cfg
+        touched = {v: {t: set() for t in c.TABLES} for v in versions}
+        touched_sets: dict[int, set[str]] = {v: set() for v in versions}
+        counted: dict[int, set[str]] = {v: set() for v in versions}  # set ids whose use count moved
 
-    def _changed_ids(self, model: PolicyModel) -> dict[str, frozenset[str]]:
-        """Keys of the policies and profiles whose content id is not last pass's; once per model."""
-        if self._changed_of is not model:
-            policy_ids = {k: pol.id for k, pol in model.policies.items()}
-            profile_ids = {k: pro.id for k, pro in model.profiles.items()}
-            last_policies, last_profiles = self._last_ids
-            self._changed = {
-                "policy": frozenset(k for k, v in policy_ids.items() if last_policies.get(k) != v),
-                "profile": frozenset(k for k, v in profile_ids.items() if last_profiles.get(k) != v),
+        self._update_endpoints(model, cfg, changes, touched)
+        for ref in self._endpoints.redo(changes):
+            self._update_target(ref, model, cfg, touched, counted)
+        if changes is None or changes.rest:
+            for v in versions:
+                self._update_static(v, model, cfg, touched[v], counted[v])
+
+        out = {}
+        for v in versions:
+            fresh = counted[v] | (model.ip_sets.keys() if changes is None else changes.ip_sets)
+            self._update_sets(v, model, fresh, touched_sets[v])
+            previous = self._serials.get(v, 0)
+            self._serials[v] = next(_SERIALS)
+            tables = {
+                t: TableSpec(dict(self._out[v][t]), *self._hooks[t])
+                for t in c.TABLES
             }
-            self._next_ids = (policy_ids, profile_ids)
-            self._changed_of = model
-        return self._changed
-
-    def _chain_token(self, model: PolicyModel, chain: EndpointPolicy) -> int:
-        """A small number for the names and selectors of a chain's policies (what its
-        rendering depends on besides the chain's own id), the same across passes."""
-        names = self._policy_names(model)
-        token = self._chain_tokens.get(chain.id)
-        if token is None:
-            entries = tuple(names[k] for tier in chain.tiers for k in tier.policies)
-            token = self._tokens.get(entries)
-            if token is None:
-                token = self._tokens[entries] = len(self._tokens)
-            self._chain_tokens[chain.id] = token
-        return token
-
-    def _structure(self, model: PolicyModel, cfg: RenderConfig) -> _Structure:
-        """The endpoint, group and dispatch chains (the same in both IP versions) and the
-        policies and profiles they refer to, per table; once per model."""
-        if self._structure_of is not None and self._structure_of[0] is model and self._structure_of[1] is cfg:
-            return self._structure_memo
-        by_table: dict[str, list[tuple[Chain, _Needs]]] = {"filter": [], "raw": [], "mangle": []}
-        wep_ifaces: list[str] = []
-        seen: set[str] = set()
-        for resolved in model.endpoints.values():
-            ep = resolved.endpoint
-            iface = ep.interface
-            if not ep.is_workload or not iface or iface in seen:
-                continue
-            seen.add(iface)
-            wep_ifaces.append(iface)
-            by_table["filter"] += self._wep_chains(model, cfg, resolved)
-        hep_ifaces: dict[str, list[str]] = {"normal": [], "untracked": [], "pre-dnat": [], "mangle": []}
-        for iface, resolved in _unique_heps(model).items():
-            for table, kind, chain_needs in self._hep_chains(model, cfg, iface, resolved):
-                by_table[table].append(chain_needs)
-                if iface not in hep_ifaces[kind]:
-                    hep_ifaces[kind].append(iface)
-
-        out = _Structure()
-        chains = out.chains
-
-        def add(table: str, items: Iterable[Chain]) -> None:
-            for chain in items:
-                chains[table][chain.name] = chain
-
-        unknown = (Rule((), cfg.deny, ("Unknown interface",)),)
-        wl_key = ("wl-dispatch", tuple(sorted(wep_ifaces)), cfg.deny)
-        add("filter", self._cached(wl_key, lambda: _wl_dispatch(wep_ifaces, unknown)))
-        pf = cfg.prefixes
-        normal, untracked = hep_ifaces["normal"], hep_ifaces["untracked"]
-        pre_dnat, mangle = hep_ifaces["pre-dnat"], hep_ifaces["mangle"]
-        add("filter", self._cached(("hep-filter", tuple(sorted(normal)), pf),
-                                   lambda: _hep_dispatch(normal, pf, "both", forward=True)))
-        add("raw", self._cached(("hep-raw", tuple(sorted(untracked)), pf),
-                                lambda: _hep_dispatch(untracked, pf, "both", forward=False)))
-        add("mangle", self._cached(("hep-mangle-from", tuple(sorted(pre_dnat)), pf),
-                                   lambda: _hep_dispatch(pre_dnat, pf, "from", forward=False)))
-        add("mangle", self._cached(("hep-mangle-to", tuple(sorted(mangle)), pf),
-                                   lambda: _hep_dispatch(mangle, pf, "to", forward=False)))
-
-        for table, items in by_table.items():
-            groups: dict[str, tuple[e.PolicyGroup, tuple[tuple[str, str], ...]]] = {}
-            policies = out.policies[table]
-            profiles = out.profiles[table]
-            target = chains[table]
-            for chain, needs in items:
-                target[chain.name] = chain
-                for group in needs.groups:
-                    groups[group[0].chain_name] = group
-                if needs.policies:
-                    policies.update(needs.policies)
-                if needs.profiles:
-                    profiles.update(needs.profiles)
-            for name, (group, items) in groups.items():
-                target[name] = self._cached(("group", group, cfg.marks), lambda g=group: _group_chain(g, cfg))
-                policies.update(items)
-        self._structure_of = (model, cfg)
-        self._structure_memo = out
+            mark = None
+            if changes is not None:
+                mark = Touched(previous, {t: frozenset(n) for t, n in touched[v].items()}, frozenset(touched_sets[v]))
+            out[v] = Ruleset(v, tables, dict(self._ipsets[v]), self._serials[v], mark)
+        self._model_serial = model.serial
         return out
 
-    def render(self, model: PolicyModel, cfg: RenderConfig, version: int) -> Ruleset:
-        structure = self._structure(model, cfg)
+    # --- chains of every version --------------------------------------------------------
+
+    def _put(self, version: int, table: str, name: str, chain: Chain | None, touched: dict) -> None:
+        chains = self._out[version][table]
+        old = chains.get(name)
+        if chain is None:
+            if old is not None:
+                del chains[name]
+                touched[version][table].add(name)
+        elif old is None or old.hashes != chain.hashes:
+            chains[name] = chain
+            touched[version][table].add(name)
+
+    def _put_all(self, table: str, name: str, chain: Chain | None, touched: dict) -> None:
+        for v in self._versions:
+            self._put(v, table, name, chain, touched)
+
+    def _update_endpoints(self, model: PolicyModel, cfg: RenderConfig, changes: Changes | None, touched: dict) -> None:
+        """Bring the endpoints' chains and the dispatch chains up to date."""
+        for key in model.endpoints if changes is None else changes.endpoints:
+            resolved = model.endpoints.get(key)
+            self._endpoints.put(key, self._endpoint_part(model, cfg, resolved) if resolved is not None else None)
+        dispatch = changes is None
+        slots = self._endpoints.take_moved()
+        for slot in slots:
+            value = self._endpoints.value(slot)
+            if slot[0] == "chain":
+                self._put_all(slot[1], slot[2], value, touched)
+                continue
+            dispatch = True
+            members = self._wl_ifaces if slot[0] == "wl" else self._hep_ifaces[slot[1]]
+            if value is None:
+                members.discard(slot[-1])
+            else:
+                members.add(slot[-1])
+        if dispatch:
+            self._update_dispatch(cfg, touched)
+
+    def _update_dispatch(self, cfg: RenderConfig, touched: dict) -> None:
+        wl, pf, hep = sorted(self._wl_ifaces), cfg.prefixes, {k: sorted(v) for k, v in self._hep_ifaces.items()}
+        parts = {
+            "wl": ("filter", _wl_dispatch(wl, (Rule((), cfg.deny, ("Unknown interface",)),))),
+            "hep-filter": ("filter", _hep_dispatch(hep["normal"], pf, "both", forward=True)),
+            "hep-raw": ("raw", _hep_dispatch(hep["untracked"], pf, "both", forward=False)),
+            "hep-mangle-from": ("mangle", _hep_dispatch(hep["pre-dnat"], pf, "from", forward=False)),
+            "hep-mangle-to": ("mangle", _hep_dispatch(hep["mangle"], pf, "to", forward=False)),
+        }
+        for part, (table, chains) in parts.items():
+            self._replace_part(None, part, table, chains, touched)
+
+    def _replace_part(
+        self, version: int | None, part: str, table: str, chains: list[Chain], touched: dict, key: object = None
+    ) -> None:
+        """Put a group of chains that replaces the group made under ``part`` (made for
+        ``key``, what it depends on) last time, in one version or all."""
+        names = tuple(ch.name for ch in chains)
+        for v in self._versions if version is None else (version,):
+            _, old = self._static.get((v, part), (None, ()))
+            for name in set(old).difference(names):
+                self._put(v, table, name, None, touched)
+            for chain in chains:
+                self._put(v, table, chain.name, chain, touched)
+            self._static[(v, part)] = (key, names)
+
+    def _endpoint_part(self, model: PolicyModel, cfg: RenderConfig, resolved: ResolvedEndpoint) -> Contribution:
+        """An endpoint's chains (slots ``("chain", table, name)``) and dispatch membership
+        (``("wl", iface)``, ``("hep", kind, iface)``); refs: what its chains jump to."""
+        ep = resolved.endpoint
+        iface = ep.interface
+        if not iface:
+            return Contribution()
+        if ep.is_workload:
+            made = [("filter", None, chain) for chain in self._wep_chains(model, cfg, resolved)]
+            slots = [(("wl", iface), True)]
+        else:
+            iface = c.ALL_INTERFACES if iface == "*" else iface
+            made = self._hep_chains(model, cfg, iface, resolved)
+            slots = [(("hep", kind, iface), True) for kind in dict.fromkeys(kind for _, kind, _ in made)]
+        refs: set[Ref] = set()
+        for table, _, (chain, needs) in made:
+            slots.append((("chain", table, chain.name), chain))
+            for group, items in needs.groups:
+                refs.add(("grp", table, group))
+                refs.update(("pol", table, key, direction) for key, direction in items)
+            refs.update(("pol", table, key, direction) for key, direction in needs.policies)
+            refs.update(("pro", table, name, direction) for name, direction in needs.profiles)
+        return Contribution(tuple(slots), frozenset(refs))
+
+    def _update_target(self, ref: Ref, model: PolicyModel, cfg: RenderConfig, touched: dict, counted: dict) -> None:
+        """Make, remake or remove one jump target in every version."""
+        wanted = self._endpoints.wanted(ref)
+        if ref[0] == "grp":
+            group = ref[2]
+            self._put_all(ref[1], group.chain_name, _group_chain(group, cfg) if wanted else None, touched)
+            return
+        kind, table, key, direction = ref
+        source = model.policies if kind == "pol" else model.profiles
+        for v in self._versions:
+            counts = self._set_counts[v]
+            name, used = self._made[v].pop(ref, (None, ()))
+            for set_id in used:
+                counts[set_id] -= 1
+                counted[v].add(set_id)
+            if not wanted:
+                if name is not None:
+                    self._put(v, table, name, None, touched)
+                continue
+            chain, used = _rules_chain(model, source[key], direction, v, cfg, table)
+            self._made[v][ref] = (chain.name, used)
+            if name is not None and name != chain.name:  # the policy moved to another tier
+                self._put(v, table, name, None, touched)
+            for set_id in used:
+                counts[set_id] += 1
+                counted[v].add(set_id)
+            self._put(v, table, chain.name, chain, touched)
+
+    def _update_static(self, version: int, model: PolicyModel, cfg: RenderConfig, touched: dict, counted: set[str]) -> None:
+        """The static chains of one version, made again when what they depend on moved."""
         static = cfg.static
-        chains = {t: dict(structure.chains[t]) for t in c.TABLES}
-
-        def add(table: str, items: Iterable[Chain]) -> None:
-            for chain in items:
-                chains[table][chain.name] = chain
-
-        add("filter", self._cached(("static-filter", version, cfg), lambda: s.filter_chains(static, version)))
         # Only the prefixes workloads may spoof change the raw chains.
         spoof = tuple(a for a in model.anti_spoofing if a.allowed_prefixes)
-        skip = tuple((a.interface, a.allowed_prefixes) for a in spoof)
-        add("raw", self._cached(("static-raw", version, cfg, skip), lambda: s.raw_chains(static, version, spoof)))
-        add("mangle", self._cached(("static-mangle", version, cfg), lambda: s.mangle_chains(static, version)))
         masq = model.nat.masq_pools
         masq_name = masq.name(version) if masq.members(version) else None
         all_pools = model.nat.all_pools.name(version)
-        add("nat", self._cached(("static-nat", masq_name, all_pools), lambda: s.nat_chains(masq_name, all_pools)))
-        set_ids: set[str] = {model.nat.all_pools.id, model.nat.masq_pools.id} if masq_name else set()
+        parts = {
+            "static-filter": ("filter", None, lambda: s.filter_chains(static, version)),
+            "static-raw": ("raw", tuple((a.interface, a.allowed_prefixes) for a in spoof),
+                           lambda: s.raw_chains(static, version, spoof)),
+            "static-mangle": ("mangle", None, lambda: s.mangle_chains(static, version)),
+            "static-nat": ("nat", (masq_name, all_pools), lambda: s.nat_chains(masq_name, all_pools)),
+        }
+        for part, (table, key, make) in parts.items():
+            if (version, part) not in self._static or self._static[(version, part)][0] != key:
+                self._replace_part(version, part, table, make(), {version: touched}, key)
+        nat_sets = frozenset({model.nat.all_pools.id, model.nat.masq_pools.id} if masq_name else ())
+        counts = self._set_counts[version]
+        for set_id in nat_sets ^ self._nat_sets[version]:
+            counts[set_id] += 1 if set_id in nat_sets else -1
+            counted.add(set_id)
+        self._nat_sets[version] = nat_sets
 
-        # The policy and profile chains, rendered for this version: kept from the last
-        # pass unless the policy's content id changed.
-        for table in ("filter", "raw", "mangle"):
-            target = chains[table]
-            for kind, wanted, source, make in (
-                ("policy", structure.policies[table], model.policies, _policy_chain),
-                ("profile", structure.profiles[table], model.profiles, _profile_chain),
-            ):
-                slot = (version, table, kind)
-                old = self._rendered_old.get(slot)
-                fresh = self._changed_ids(model)[kind]
-                if old is not None and old[0] == cfg and old[3] == wanted:
-                    # The same chains are wanted: re-render those whose content changed.
-                    stale = fresh & old[4]
-                    if not stale:
-                        self._rendered_new[slot] = old
-                        target.update(old[5])
-                        set_ids.update(old[2])
-                        continue
-                    cur, by_name, used = dict(old[1]), dict(old[5]), old[2]
-                    for key in stale:
-                        for direction in DIRECTIONS:
-                            item = (key, direction)
-                            if item not in cur:
-                                continue
-                            chain, ids = make(model, source[key], direction, version, cfg, table)
-                            if ids != cur[item][2]:
-                                used = None
-                            del by_name[cur[item][1].name]
-                            cur[item] = (source[key].id, chain, ids)
-                            by_name[chain.name] = chain
-                    if used is None:
-                        used = frozenset(i for entry in cur.values() for i in entry[2])
-                    self._rendered_new[slot] = (cfg, cur, used, old[3], old[4], by_name)
-                    target.update(by_name)
-                    set_ids.update(used)
-                    continue
-                prev = old[1] if old is not None and old[0] == cfg else {}
-                cur = {}
-                changed = len(wanted) != len(prev)  # the union of set ids must be recomputed
-                for item in wanted:
-                    obj_id = source[item[0]].id
-                    entry = prev.get(item)
-                    if entry is None or entry[0] != obj_id:
-                        chain, ids = make(model, source[item[0]], item[1], version, cfg, table)
-                        changed = changed or entry is None or entry[2] != ids
-                        entry = (obj_id, chain, ids)
-                    cur[item] = entry
-                if changed or old is None:
-                    used = frozenset(i for entry in cur.values() for i in entry[2])
-                else:
-                    used = old[2]
-                by_name = {entry[1].name: entry[1] for entry in cur.values()}
-                keys = frozenset(item[0] for item in wanted)
-                self._rendered_new[slot] = (cfg, cur, used, frozenset(wanted), keys, by_name)
-                target.update(by_name)
-                set_ids.update(used)
-
-        tables: dict[str, TableSpec] = {}
-        for table in c.TABLES:
-            inserts, appends = self._cached(("hooks", table, cfg.marks, cfg.insert_mode), lambda t=table: s.hooks(static, t))
-            tables[table] = TableSpec(chains[table], inserts, appends)
-
-        # The IP sets the rules refer to.
+    def _update_sets(self, version: int, model: PolicyModel, set_ids, touched: set[str]) -> None:
+        """The IP sets of one version whose use or members may have moved."""
+        counts, ipsets = self._set_counts[version], self._ipsets[version]
         family = "inet" if version == 4 else "inet6"
-        ipsets = {}
-        known = model.ip_sets
-        prev = self._sets_old.setdefault(version, {})
-        new = self._sets_new.setdefault(version, {})
         for set_id in set_ids:
-            ipset = known.get(set_id)
-            if ipset is None:  # a set the model does not know: keep it empty
-                name = ipset_name(set_id, version)
-                ipsets[name] = DesiredSet(name, "hash:net", family, frozenset())
+            name = ipset_name(set_id, version)
+            if counts[set_id] <= 0:
+                del counts[set_id]
+                if ipsets.pop(name, None) is not None:
+                    touched.add(name)
                 continue
-            members = ipset.members_v4 if version == 4 else ipset.members_v6
-            cached = prev.get(set_id)
-            if cached is None or cached[0] != members or cached[1].set_type != ipset.spec.set_type:
-                frozen = frozenset(canonical_member(m, version) for m in members)
-                cached = (members, DesiredSet(ipset.name(version), ipset.spec.set_type, family, frozen))
-            new[set_id] = cached
-            ipsets[cached[1].name] = cached[1]
-        return Ruleset(version, tables, ipsets)
+            ipset = model.ip_sets.get(set_id)
+            if ipset is None:  # a set the model does not know: keep it empty
+                want = DesiredSet(name, "hash:net", family, frozenset())
+            else:
+                members = frozenset(canonical_member(m, version) for m in ipset.members(version))
+                want = DesiredSet(name, ipset.spec.set_type, family, members)
+            if ipsets.get(name) != want:
+                ipsets[name] = want
+                touched.add(name)
 
     # --- endpoint chains ---------------------------------------------------------------
 
     def _tiers(self, model: PolicyModel, chain: EndpointPolicy, direction: str) -> tuple[tuple[e.Tier, ...], _Needs]:
         tiers, groups, policies = [], [], []
-        names = self._policy_names(model)
         for tier in chain.tiers:
-            entries = [names[k] for k in tier.policies]
-            key_of = {names[k][0]: k for k in tier.policies}
+            entries = [(felix_name(model.policies[k]), model.policies[k].selector) for k in tier.policies]
+            key_of = {entry[0]: k for entry, k in zip(entries, tier.policies, strict=True)}
             targets = []
             for name, group in e.group_policies(tier.name, GROUP_DIRECTION[direction], entries):
                 if group is None:
@@ -477,28 +480,22 @@ class Renderer:
         drop_encap: bool = False,
         table: str = "filter",
     ) -> tuple[Chain, _Needs]:
-        token = self._chain_token(model, chain)
-
-        def make() -> tuple[Chain, _Needs]:
-            tiers, needs = self._tiers(model, chain, direction)
-            profiles = chain.profiles if kind == "normal" else ()
-            spec = e.EndpointChainSpec(
-                name=name,
-                tiers=tiers,
-                profiles=tuple(profile_chain_name(pr, direction) for pr in profiles),
-                kind=kind,
-                failsafe=failsafe,
-                allow=allow,
-                deny=_deny(cfg, table),
-                drop_vxlan_port=cfg.vxlan_port if drop_encap and not cfg.allow_vxlan else None,
-                drop_ipip=drop_encap and not cfg.allow_ipip,
-            )
-            needs = attrs.evolve(needs, profiles=tuple((pr, direction) for pr in profiles))
-            word = cfg.deny_word if table == "filter" else "Drop"
-            return e.endpoint_chain(spec, cfg.marks, word), needs
-
-        key = ("endpoint", table, name, chain.id, kind, token, failsafe, allow, drop_encap, cfg)
-        return self._cached(key, make)
+        tiers, needs = self._tiers(model, chain, direction)
+        profiles = chain.profiles if kind == "normal" else ()
+        spec = e.EndpointChainSpec(
+            name=name,
+            tiers=tiers,
+            profiles=tuple(profile_chain_name(pr, direction) for pr in profiles),
+            kind=kind,
+            failsafe=failsafe,
+            allow=allow,
+            deny=_deny(cfg, table),
+            drop_vxlan_port=cfg.vxlan_port if drop_encap and not cfg.allow_vxlan else None,
+            drop_ipip=drop_encap and not cfg.allow_ipip,
+        )
+        needs = attrs.evolve(needs, profiles=tuple((pr, direction) for pr in profiles))
+        word = cfg.deny_word if table == "filter" else "Drop"
+        return e.endpoint_chain(spec, cfg.marks, word), needs
 
     def _wep_chains(self, model: PolicyModel, cfg: RenderConfig, resolved: ResolvedEndpoint):
         iface = resolved.endpoint.interface
@@ -541,17 +538,6 @@ class Renderer:
         return out
 
 
-def _unique_heps(model: PolicyModel) -> dict[str, ResolvedEndpoint]:
-    """Host endpoints with an interface, by interface ("*" as Felix's all-interfaces name)."""
-    out: dict[str, ResolvedEndpoint] = {}
-    for resolved in model.host_endpoints:
-        iface = resolved.endpoint.interface
-        if not iface:
-            continue
-        out.setdefault(c.ALL_INTERFACES if iface == "*" else iface, resolved)
-    return out
-
-
 def _group_chain(group: e.PolicyGroup, cfg: RenderConfig) -> Chain:
     prefix = c.POLICY_IN if group.direction == "inbound" else c.POLICY_OUT
     return group.chain(cfg.marks, lambda n: c.chain_name(prefix, f"{group.tier}/{n}"))
@@ -574,25 +560,18 @@ def _rule_context(
     return p.RuleContext(version, cfg.marks, _deny(cfg, table), set_name)
 
 
-def _policy_chain(
-    model: PolicyModel, policy: Policy, direction: str, version: int, cfg: RenderConfig, table: str = "filter"
+def _rules_chain(
+    model: PolicyModel, owner: Policy | Profile, direction: str, version: int, cfg: RenderConfig, table: str = "filter"
 ) -> tuple[Chain, frozenset[str]]:
-    """The chain of one policy and direction, and the ids of the sets it uses."""
+    """The chain of one policy's or profile's rules in one direction, and the ids of the sets it uses."""
     used: set[str] = set()
     ctx = _rule_context(model, version, cfg, used, table)
-    comment = f"Policy {policy_suffix(policy)} {direction}"
-    rules = p.render_rules(policy.rules(direction), ctx, log_prefix(cfg.log_prefix, policy=policy), comment)
-    return Chain(policy_chain_name(policy, direction), rules), frozenset(used)
-
-
-def _profile_chain(
-    model: PolicyModel, profile: Profile, direction: str, version: int, cfg: RenderConfig, table: str = "filter"
-) -> tuple[Chain, frozenset[str]]:
-    used: set[str] = set()
-    ctx = _rule_context(model, version, cfg, used, table)
-    comment = f"Profile {profile.name} {direction}"
-    rules = p.render_rules(profile.rules(direction), ctx, log_prefix(cfg.log_prefix, profile=profile.name), comment)
-    return Chain(profile_chain_name(profile.name, direction), rules), frozenset(used)
+    if isinstance(owner, Policy):
+        name, what, prefix = policy_chain_name(owner, direction), f"Policy {policy_suffix(owner)}", log_prefix(cfg.log_prefix, policy=owner)
+    else:
+        name, what, prefix = profile_chain_name(owner.name, direction), f"Profile {owner.name}", log_prefix(cfg.log_prefix, profile=owner.name)
+    rules = p.render_rules(owner.rules(direction), ctx, prefix, f"{what} {direction}")
+    return Chain(name, rules), frozenset(used)
 
 
 def _wl_dispatch(ifaces: list[str], unknown: tuple[Rule, ...]) -> list[Chain]:

@@ -1,7 +1,8 @@
 """nftables: Calico's policy dataplane in one nftables table, ``inet calico``.
 
 ``[policy] type = "nftables"`` in calico.toml. Each pass compiles the desired state
-(:func:`pycalico.core.policy.compile`) and makes the table ``inet calico`` of the network
+(a :class:`pycalico.core.policy.Compiler` per namespace, which redoes only what changed
+since its last pass) and makes the table ``inet calico`` of the network
 namespace the agent runs in match it, in one atomic ``nft -f`` transaction that touches
 only the sets, maps and chains that differ. No other table is read or written.
 
@@ -10,10 +11,13 @@ Modules:
 * :mod:`.options`: ``[policy.nftables]`` (deny action, endpoint-to-host action, log prefix,
   failsafe ports, refresh interval), each over the FelixConfiguration value;
 * :mod:`.names`: set and chain names (Felix's);
-* :mod:`.render`: the model as the desired table (sets, verdict maps, policy, profile,
-  endpoint, dispatch, failsafe, NAT and base chains), memoised by content ids;
+* :mod:`.render`: rules and chains as nft text (sets, verdict maps, policy, profile,
+  endpoint, dispatch, failsafe, NAT and base chains);
+* :mod:`.table`: the whole desired table, kept pass after pass: only what the model's
+  changes list is rendered again, and the result says what it touched;
 * :mod:`.state`: the comparable shape of a table, and the parser of ``nft -j`` output;
-* :mod:`.transaction`: the difference between two tables as one nft script;
+* :mod:`.transaction`: the difference between two tables as one nft script (only the
+  touched chains and sets compared when the kernel holds the previous result);
 * :mod:`.kernel`: ``nft`` and the ruleset generation counter;
 * :mod:`.dataplane`: one namespace's table across passes (read back only when the
   generation moved, repair, retry).
@@ -41,13 +45,11 @@ from __future__ import annotations
 
 import threading
 
-from pycalico.core.policy import compile as compile_policy
+from pycalico.core.nsenter import netns_id
 from pycalico.core.policy.model import PolicyModel
 from pycalico.hooks import hookimpl
 
 from .dataplane import Dataplane
-from pycalico.core.nsenter import netns_id
-
 from .kernel import Nft, NftError
 from .options import Options
 from .render import Effective, effective
@@ -83,6 +85,10 @@ class NftablesPolicy:
         options = options or Options()
         return self.dataplane(options).apply(model, effective(model, options), options.refresh_seconds)
 
+    def reconcile(self, state, options: Options | None = None) -> list[str]:
+        """Make ``inet calico`` in this thread's namespace match ``state`` (a DesiredState)."""
+        return self.reconcile_model(self.dataplane(options).compiler.compile(state), options)
+
     @hookimpl
     def pycalico_config_schema(self, slot: str, name: str) -> type | None:
         return Options if (slot, name) == ("policy", NAME) else None
@@ -90,7 +96,7 @@ class NftablesPolicy:
     @hookimpl
     def pycalico_reconcile_policy(self, state, config) -> list[str]:
         options = config.policy.options if isinstance(config.policy.options, Options) else Options()
-        return self.reconcile_model(compile_policy(state), options)
+        return self.reconcile(state, options)
 
     @hookimpl
     def pycalico_node_status(self, state) -> list[tuple[str, str]] | None:

@@ -2,12 +2,14 @@
 
 Per pass (``Dataplane.apply``):
 
-1. render the model (memoised, see :mod:`.render`);
+1. render the model (only what its changes list, see :mod:`.table`);
 2. know the kernel's table: the state this object last wrote is the kernel's as long as
    the ruleset generation is the one that write produced; if the generation moved (anyone
    committed anything), or ``refresh_seconds`` passed, read the table back
    (``nft -j list table inet calico``);
 3. plan the difference (:mod:`.transaction`) and apply it as one ``nft -f`` transaction;
+   when the table was not read back, it is the previous pass's result, and only what
+   the renderer touched since is compared;
 4. remember the written state and the generation it produced (only if that is exactly the
    generation before plus one: otherwise someone else committed in between, and the next
    pass reads back).
@@ -22,23 +24,27 @@ from __future__ import annotations
 import threading
 import time
 
+from pycalico.core.policy import Compiler
 from pycalico.core.policy.model import PolicyModel
 
 from .kernel import Nft, NftError, generation
-from .render import Effective, Renderer
+from .render import Effective
 from .state import TableState
+from .table import Renderer
 from .transaction import plan
 
 
 class Dataplane:
     def __init__(self, nft: Nft | None = None):
         self.nft = nft or Nft()
+        self.compiler = Compiler()  # this namespace's desired states, pass after pass
         self.renderer = Renderer()
         self.lock = threading.Lock()
         self.actual: TableState | None = None  # the kernel's table at self.generation (None: no table)
         self.generation: int | None = None  # None: self.actual is not known to be the kernel's
         self.read_at = 0.0
         self.written: TableState | None = None  # what the last successful pass left in place
+        self.written_serial = 0  # the rendered table that is (self.written)
         self.last_transaction = ""  # the last script applied
         self.last_timings: dict[str, float] = {}
         self.reads = 0
@@ -77,10 +83,18 @@ class Dataplane:
                 self._read()
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            script = plan(desired, self.actual, self.written, rebuild=rebuild)
+            known = (
+                self.actual is not None
+                and self.actual is self.written
+                and desired.touched is not None
+                and desired.touched.since == self.written_serial
+            )
+            script = plan(desired, self.actual, self.written, rebuild=rebuild, only_touched=known)
             timings["plan"] = time.perf_counter() - t
             if script.empty:
-                self.written = wanted
+                # The kernel holds the desired table: next time, compare with that.
+                self.actual = self.written = wanted
+                self.written_serial = desired.serial
                 self.last_timings = timings
                 return []
             t = time.perf_counter()
@@ -98,7 +112,7 @@ class Dataplane:
             after = generation()
             self.actual = wanted
             self.generation = after if before is not None and after == before + 1 else None
-            self.written = wanted
+            self.written, self.written_serial = wanted, desired.serial
             self.last_transaction = script.text
             self.last_timings = timings
             return list(script.lines)

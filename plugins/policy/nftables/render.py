@@ -39,8 +39,7 @@ thousands of policies dominates a full load. Log rules (which must log once), an
 with more than :data:`MAX_SPLIT` combinations, use anonymous sets for numeric lists
 instead (named ports stay separate rules). "None of" lists are AND-ed ``!=`` matches.
 
-Rendering is memoised by content ids (policy, profile and endpoint-chain ids hash their
-content), so an unchanged object costs a dict lookup per pass.
+:mod:`.table` puts these pieces together into the whole table, pass after pass.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from pycalico.core.policy.rules import Rule, Side
 
 from . import names
 from .options import Options
-from .state import ADDR_TYPES, PROTOCOL_NUMBERS, BaseSpec, ChainState, MapState, SetState, TableState, collapse, quote
+from .state import ADDR_TYPES, PROTOCOL_NUMBERS, BaseSpec, ChainState, SetState, collapse, quote
 
 # Felix's mark bits (IptablesMarkMask 0xffff0000, lowest bits first).
 MARK_ACCEPT = 0x10000
@@ -91,7 +90,6 @@ BASE_CHAINS: dict[str, BaseSpec] = {
     "filter-OUTPUT": ("filter", "output", 0, "accept"),
     "nat-POSTROUTING": ("nat", "postrouting", 100, "accept"),
 }
-_VMAP = ("ifname", ":", "verdict")
 
 
 # --- settings -----------------------------------------------------------------------
@@ -152,19 +150,6 @@ def make_chain(name: str, rules: Iterable[str], base: BaseSpec | None = None) ->
     rules = tuple(rules)
     comments = tuple(comment_of(r) for r in rules)
     return Chain(name, base, rules, comments, ChainState(base, comments))
-
-
-@attrs.frozen(eq=False)
-class Desired:
-    """The whole table: chains with their rule texts, sets and maps; ``state`` to diff."""
-
-    chains: Mapping[str, Chain]
-    sets: Mapping[str, SetState]
-    maps: Mapping[str, MapState]
-
-    @property
-    def state(self) -> TableState:
-        return TableState({n: c.state for n, c in self.chains.items()}, self.sets, self.maps)
 
 
 # --- rules --------------------------------------------------------------------------
@@ -592,153 +577,3 @@ def wl_sources_state(model: PolicyModel, version: int) -> SetState:
         for addr in collapse(n for n in nets if n.version == version):
             elements.append(f"{quote(spoof.interface)} . {addr}")
     return SetState(("ifname", ADDR_TYPES[version]), frozenset({"interval"}), frozenset(elements))
-
-
-# --- the whole table ----------------------------------------------------------------
-
-
-class Renderer:
-    """Renders models into :class:`Desired` tables, remembering what it rendered last pass.
-
-    Objects are memoised by their content ids (and whatever else their text depends on:
-    the settings, which of the sets they use are empty); each pass keeps only what it
-    used, so the memo is as large as the table.
-    """
-
-    def __init__(self) -> None:
-        self._chains: dict = {}
-        self._rules_of: dict = {}  # policies and profiles: key -> (chain, the sets it may use)
-        self._sets: dict[str, tuple[tuple[str, ...], SetState]] = {}
-        self._present: frozenset[str] = frozenset()
-        self._eff: Effective | None = None
-        self._spoof: tuple = ((), {})
-
-    def _render_sets(self, model: PolicyModel, eff: Effective) -> dict[str, SetState]:
-        sets: dict[str, SetState] = {}
-        memo: dict[str, tuple[tuple[str, ...], SetState]] = {}
-        for ipset in model.ip_sets.values():
-            for v in eff.versions:
-                members = ipset.members(v)
-                if not members:
-                    continue  # an empty set is not made; rules read its absence (_SideParts)
-                name = names.set_name(ipset.id, v)
-                cached = self._sets.get(name)
-                if cached is not None and (cached[0] is members or cached[0] == members):
-                    state = cached[1]
-                else:
-                    state = set_state(ipset.spec.set_type, members, v)
-                memo[name] = (members, state)
-                sets[name] = state
-        if self._spoof[0] != model.anti_spoofing:
-            self._spoof = (model.anti_spoofing, {v: wl_sources_state(model, v) for v in (4, 6)})
-        for v in eff.versions:
-            state = self._spoof[1][v]
-            if state.elements:
-                sets[names.WL_SOURCES[v]] = state
-        self._sets = memo
-        return sets
-
-    def render(self, model: PolicyModel, eff: Effective) -> Desired:
-        if eff == self._eff:
-            eff = self._eff  # the same object as in the memo keys: compared by identity
-        self._eff = eff
-        sets = self._render_sets(model, eff)
-        present = frozenset(sets)
-        flipped = present ^ self._present  # sets made or gone since the last pass
-        self._present = present
-        chains: dict[str, Chain] = {}
-        memo: dict = {}
-        rules_of: dict = {}
-
-        def memoised(key, build) -> Chain:
-            chain = self._chains.get(key)
-            if chain is None:
-                chain = build()
-            memo[key] = chain
-            chains[chain.name] = chain
-            return chain
-
-        def rules_chain(key, name: str, obj, direction: str, early: bool) -> None:
-            # A policy's or profile's chain: kept while its content, the settings and the
-            # existence of the sets it uses are as they were.
-            cached = self._rules_of.get(key)
-            if cached is not None and (not flipped or flipped.isdisjoint(cached[1])):
-                chain, used = cached
-            else:
-                used = frozenset(n for rule in obj.rules(direction) for n in rule_set_names(rule, eff.versions))
-                chain = make_chain(name, policy_rules(obj.rules(direction), eff, sets, early=early))
-            rules_of[key] = (chain, used)
-            chains[name] = chain
-
-        maps: dict[str, dict[str, str]] = {name: {} for name, _ in DISPATCH_MAPS}
-        all_iface: dict[str, str] = {}
-        used_policies: dict[tuple[str, str], tuple[str, bool]] = {}  # (direction, key) -> (tier, untracked)
-        groups: dict[tuple[str, str, tuple[str, ...], bool], None] = {}
-        used_profiles: set[tuple[str, str]] = set()
-
-        seen: set[str] = set()
-
-        def endpoint(chain: EndpointPolicy | None, name: str, workload: bool, dispatch: str, iface: str) -> None:
-            if chain is None:
-                return
-            if chain.id not in seen:  # endpoints with the same labels share their policy lists
-                seen.add(chain.id)
-                untracked = chain.kind == "untracked"
-                for tier in chain.tiers:
-                    for key in tier.policies:
-                        used_policies[(chain.direction, key)] = (tier.name, untracked)
-                    if len(tier.policies) > 1:
-                        groups[(chain.direction, tier.name, tier.policies, untracked)] = None
-                for profile in chain.profiles:
-                    used_profiles.add((chain.direction, profile))
-            memoised(("ep", chain.id, name, workload, eff), lambda: make_chain(name, endpoint_rules(chain, workload=workload, eff=eff)))
-            if iface == "*":
-                all_iface.setdefault(dispatch, name)
-            else:
-                maps[dispatch].setdefault(quote(iface), f"goto {name}")
-
-        for resolved in model.endpoints.values():
-            ep = resolved.endpoint
-            iface = ep.interface
-            if not iface:
-                continue  # a host endpoint known only by its expectedIPs is not programmed
-            if ep.is_workload:
-                endpoint(resolved.ingress, names.workload_chain("ingress", iface), True, names.TO_WL_DISPATCH, iface)
-                endpoint(resolved.egress, names.workload_chain("egress", iface), True, names.FROM_WL_DISPATCH, iface)
-                continue
-            endpoint(resolved.ingress, names.host_chain("ingress", iface), False, names.FROM_HEP_DISPATCH, iface)
-            endpoint(resolved.egress, names.host_chain("egress", iface), False, names.TO_HEP_DISPATCH, iface)
-            endpoint(resolved.forward_ingress, names.host_chain("ingress", iface, "forward"), False, names.FROM_HEP_FORWARD, iface)
-            endpoint(resolved.forward_egress, names.host_chain("egress", iface, "forward"), False, names.TO_HEP_FORWARD, iface)
-            for chain, dispatch, direction in (
-                (resolved.untracked_ingress, names.RAW_FROM_HEP, "ingress"),
-                (resolved.untracked_egress, names.RAW_TO_HEP, "egress"),
-                (resolved.pre_dnat_ingress, names.MANGLE_FROM_HEP, "ingress"),
-            ):
-                if chain is not None and chain.tiers:
-                    endpoint(chain, names.host_chain(direction, iface, chain.kind), False, dispatch, iface)
-
-        # Policy-group chains, then the policy and profile chains that something jumps to.
-        for direction, tier, keys, untracked in groups:
-            name = group_chain_name(direction, tier, keys)
-            memoised(("grp", name, untracked), lambda: make_chain(name, group_rules(direction, tier, keys, untracked=untracked)))
-        for (direction, key), (tier, _) in used_policies.items():
-            policy = model.policies[key]
-            name = names.policy_chain(direction, tier, key)
-            early = policy.do_not_track or policy.pre_dnat
-            rules_chain(("pol", policy.id, direction, name, eff), name, policy, direction, early)
-        for direction, profile_name in sorted(used_profiles):
-            profile = model.profiles[profile_name]
-            name = names.profile_chain(direction, profile_name)
-            rules_chain(("pro", profile.id, direction, name, eff), name, profile, direction, False)
-
-        for chain in static_chains(eff, all_iface, sets):
-            chains[chain.name] = chain
-
-        self._chains = memo
-        self._rules_of = rules_of
-        return Desired(
-            chains=chains,
-            sets=sets,
-            maps={name: MapState(_VMAP, elements) for name, elements in maps.items()},
-        )

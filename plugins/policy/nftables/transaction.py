@@ -18,8 +18,9 @@ from collections.abc import Iterable
 import attrs
 
 from .names import FAMILY, TABLE
-from .render import PRIORITY_NAMES, Chain, Desired
+from .render import PRIORITY_NAMES, Chain
 from .state import MapState, SetState, TableState
+from .table import Desired
 
 T = f"{FAMILY} {TABLE}"
 CHUNK = 1000  # elements per add/delete element command
@@ -99,10 +100,19 @@ def _references(chain: Chain, set_names: set[str]) -> bool:
     return any(word[1:] in set_names for rule in chain.rules for word in rule.split() if word.startswith("@"))
 
 
-def plan(desired: Desired, actual: TableState | None, previous: TableState | None = None, *, rebuild: str = "") -> Plan:
+def plan(
+    desired: Desired,
+    actual: TableState | None,
+    previous: TableState | None = None,
+    *,
+    rebuild: str = "",
+    only_touched: bool = False,
+) -> Plan:
     """The script from ``actual`` (None: no table) to ``desired``; ``previous`` is what the
     last successful pass wrote, to tell repairs from changes. ``rebuild`` (a reason) forces
-    writing the whole table.
+    writing the whole table. ``only_touched``: ``actual`` is known to be the renderer's
+    previous result, so only the chains and sets ``desired.touched`` names can differ
+    (maps, a few, are always compared).
 
     A set whose type or flags must change (a selector's set gains its first CIDR and
     becomes an interval set) is deleted and made again: every chain that refers to it, or
@@ -115,6 +125,11 @@ def plan(desired: Desired, actual: TableState | None, previous: TableState | Non
     if problem:
         return Plan("\n".join(full(desired, delete_first=True)) + "\n", (f"nft table {T} rebuilt ({problem}): {_summary(desired)}",))
 
+    if only_touched and desired.touched is not None:
+        chain_names, set_names = sorted(desired.touched.chains), sorted(desired.touched.sets)
+    else:
+        chain_names = [*desired.chains, *(n for n in actual.chains if n not in desired.chains)]
+        set_names = [*desired.sets, *(n for n in actual.sets if n not in desired.sets)]
     prev_chains = previous.chains if previous is not None else {}
     prev_sets = previous.sets if previous is not None else {}
     prev_maps = previous.maps if previous is not None else {}
@@ -130,30 +145,34 @@ def plan(desired: Desired, actual: TableState | None, previous: TableState | Non
     def repaired(prev, want) -> bool:
         return prev is not None and (prev is want or prev == want)
 
-    retyped = {
-        name
-        for name, st in desired.sets.items()
-        if name in actual.sets and (actual.sets[name].type != st.type or actual.sets[name].flags != st.flags)
-    }
+    retyped = set()
+    for name in set_names:
+        st, have = desired.sets.get(name), actual.sets.get(name)
+        if st is not None and have is not None and (have.type != st.type or have.flags != st.flags):
+            retyped.add(name)
     have_chains = actual.chains
     changed = []
-    for name, chain in desired.chains.items():
-        have = have_chains.get(name)
-        if have is not None and have is not chain.state and have != chain.state:
+    for name in chain_names:
+        chain, have = desired.chains.get(name), have_chains.get(name)
+        if chain is not None and have is not None and have is not chain.state and have != chain.state:
             changed.append(name)
+    stale_chains = sorted(n for n in chain_names if n in actual.chains and n not in desired.chains)
+    stale_sets = sorted(n for n in set_names if n in actual.sets and n not in desired.sets)
     flushed: set[str] = set()
     if retyped:
         # Nothing may refer to a set that is deleted: empty every chain that does (or may).
-        stale = actual.chains.keys() - desired.chains.keys()
         referring = {n for n, c in desired.chains.items() if n in actual.chains and _references(c, retyped)}
-        flushed = set(changed) | referring | stale
+        flushed = set(changed) | referring | set(stale_chains)
         pre += [f"flush chain {T} {name}" for name in sorted(flushed)]
         pre += [f"delete set {T} {name}" for name in sorted(retyped)]
         changed = sorted(set(changed) | referring)
+        chain_names = [*chain_names, *sorted(referring.difference(chain_names))]
 
     # Sets: new ones, then element differences.
-    for name, st in desired.sets.items():
-        have = actual.sets.get(name)
+    for name in set_names:
+        st, have = desired.sets.get(name), actual.sets.get(name)
+        if st is None:
+            continue
         if have is None or name in retyped:
             sets_out.append(_set_decl(name, st))
             sets_out += _elements("add", name, st.elements)
@@ -196,8 +215,10 @@ def plan(desired: Desired, actual: TableState | None, previous: TableState | Non
 
     # Chains: declare new ones, flush and refill changed ones.
     changed_set = set(changed)
-    for name, chain in desired.chains.items():
-        have = actual.chains.get(name)
+    for name in chain_names:
+        chain, have = desired.chains.get(name), actual.chains.get(name)
+        if chain is None:
+            continue
         if have is None:
             chain_decl.append(_chain_decl(chain))
             chain_rules += _rules(chain)
@@ -223,11 +244,10 @@ def plan(desired: Desired, actual: TableState | None, previous: TableState | Non
     for name in sorted(actual.maps.keys() - desired.maps.keys()):
         removals.append(f"delete map {T} {name}")
         lines.append(f"nft map {name} deleted")
-    stale_chains = sorted(actual.chains.keys() - desired.chains.keys())
     removals += [f"flush chain {T} {name}" for name in stale_chains if name not in flushed]
     removals += [f"delete chain {T} {name}" for name in stale_chains]
     lines += [f"nft chain {name} deleted" for name in stale_chains]
-    for name in sorted(actual.sets.keys() - desired.sets.keys()):
+    for name in stale_sets:
         removals.append(f"delete set {T} {name}")
         lines.append(f"nft set {name} deleted")
     for obj in actual.foreign:
