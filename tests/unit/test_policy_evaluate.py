@@ -611,6 +611,31 @@ def test_verdict_reasons():
     assert str(Peer.address("10.0.0.1")) == "10.0.0.1"
 
 
+def test_a_workload_sends_only_from_its_own_addresses():
+    model = build()
+    xa, yc = model.find("x", "a"), model.find("y", "c")
+    judged = verdict(model, xa, yc, "UDP", 80, src_ip="10.0.1.2")  # x/b's address
+    assert not judged.allowed
+    assert [(s.direction, s.where) for s in judged.steps] == [
+        ("egress", "anti-spoofing: 10.0.1.2 is not an address of the endpoint")]
+    assert verdict(model, xa, yc, "UDP", 80, src_ip="10.0.1.1").allowed  # its own
+    assert not verdict(model, xa, "198.51.100.9", "TCP", 80, src_ip="203.0.113.5").allowed
+
+
+def test_allowed_spoofed_prefixes_need_workload_source_spoofing_any():
+    spoofer = load_resource(_doc("WorkloadEndpoint", "node1-k8s-s-eth0", {
+        "node": "node1", "orchestrator": "k8s", "pod": "s", "endpoint": "eth0", "interfaceName": "calispoofer0",
+        "ipNetworks": ["10.0.9.9/32"], "profiles": ["kns.x"], "allowSpoofedSourcePrefixes": ["10.0.1.0/24"]},
+        namespace="x"))
+    felix = load_resource(_doc("FelixConfiguration", "default", {"workloadSourceSpoofing": "Any"}))
+    for extra, allowed in (([spoofer], False), ([spoofer, felix], True)):
+        model = build("", extra)
+        judged = verdict(model, model.find("x", "s"), model.find("y", "c"), "UDP", 80, src_ip="10.0.1.3")
+        assert judged.allowed == allowed, judged
+    outside = verdict(model, model.find("x", "s"), model.find("y", "c"), "UDP", 80, src_ip="10.0.2.3")
+    assert not outside.allowed  # not in the allowed prefixes
+
+
 # --- host endpoints ---------------------------------------------------------------------------
 
 HEP = """
