@@ -21,6 +21,7 @@ from typing import Literal
 
 import attrs
 
+from pycalico.core import felixconfig
 from pycalico.core.policy.endpoints import Endpoint, EndpointKey
 from pycalico.core.policy.ipsets import IPSet
 from pycalico.core.policy.resolve import ResolvedEndpoint, TierInfo
@@ -168,25 +169,11 @@ class PolicyModel:
 # --- Felix configuration ------------------------------------------------------------
 
 
-def _felix_value(configs: list, attr: str):
-    """The node-specific value if set, else the global one, else None."""
-    for cfg in configs:
-        value = getattr(cfg.spec, attr, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _felix_configs(state) -> list:
-    by_name = {c.name: c for c in state.of_kind("FelixConfiguration")}
-    return [c for c in (by_name.get(f"node.{state.node_name}"), by_name.get("default")) if c is not None]
-
-
 def _settings(configs: list) -> Settings:
     defaults = Settings()
     values = {}
     for field in attrs.fields(Settings):
-        value = _felix_value(configs, field.name)
+        value = felixconfig.value(configs, field.name)
         values[field.name] = field.default if value is None else value
     return attrs.evolve(defaults, **values)
 
@@ -198,8 +185,8 @@ def _failsafe_ports(value) -> tuple[ProtoPort, ...] | None:
 
 
 def _failsafe(configs: list) -> Failsafe:
-    inbound = _failsafe_ports(_felix_value(configs, "failsafe_inbound_host_ports"))
-    outbound = _failsafe_ports(_felix_value(configs, "failsafe_outbound_host_ports"))
+    inbound = _failsafe_ports(felixconfig.value(configs, "failsafe_inbound_host_ports"))
+    outbound = _failsafe_ports(felixconfig.value(configs, "failsafe_outbound_host_ports"))
     return Failsafe(
         DEFAULT_FAILSAFE_INBOUND if inbound is None else inbound,
         DEFAULT_FAILSAFE_OUTBOUND if outbound is None else outbound,
@@ -208,5 +195,5 @@ def _failsafe(configs: list) -> Failsafe:
 
 def felix_settings(state) -> tuple[Settings, Failsafe]:
     """The Felix settings and failsafe ports of ``state``'s node (FelixConfiguration ``node.<node>`` over ``default``)."""
-    configs = _felix_configs(state)
+    configs = felixconfig.configs(state)
     return _settings(configs), _failsafe(configs)

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from pyroute2 import IPRoute
 
+from pycalico.core import felixconfig
 from pycalico.hooks import hookimpl
 
 from . import routes, routetable, tunnel
@@ -44,7 +45,7 @@ class Encap:
 
     def enabled(self, state: Any) -> bool:
         """Whether this node does it: a pool of it exists and Felix is not told otherwise."""
-        off = tunnel.felix_setting(state, self.enabled_key, True) is False
+        off = felixconfig.setting(state, self.enabled_key, True) is False
         return not off and bool(routes.encap_pools(state, self.mode_field))
 
 

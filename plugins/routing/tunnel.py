@@ -14,7 +14,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pycalico.core.policy.model import _felix_configs, _felix_value
+from pycalico.core import felixconfig
 from pycalico.core.schema import check
 
 # Felix's MTUIfacePattern default, and the host MTU it assumes when nothing matches.
@@ -24,12 +24,6 @@ _IFF_UP = 0x1
 
 # The validator of a plugin table's ``mtu`` key.
 MTU_RANGE = check(lambda v: v == 0 or 68 <= v <= 65535, "must be 0 (auto) or between 68 and 65535, got {value}")
-
-
-def felix_setting(state: Any, name: str, default: Any) -> Any:
-    """A FelixConfiguration value (``node.<name>`` over ``default``), else ``default``."""
-    value = _felix_value(_felix_configs(state), name)
-    return default if value is None else value
 
 
 def host_mtu(ipr: Any, pattern: str = MTU_IFACE_PATTERN) -> int:
@@ -47,10 +41,10 @@ def host_mtu(ipr: Any, pattern: str = MTU_IFACE_PATTERN) -> int:
 def tunnel_mtu(state: Any, ipr: Any, configured: int | None, felix_key: str, overhead: int) -> int:
     """The tunnel's MTU: ``configured`` (the plugin's table), else the
     FelixConfiguration value, else 0; 0 means the host MTU less ``overhead``."""
-    mtu = configured if configured is not None else felix_setting(state, felix_key, 0)
+    mtu = configured if configured is not None else felixconfig.setting(state, felix_key, 0)
     if mtu:
         return mtu
-    return host_mtu(ipr, felix_setting(state, "mtu_iface_pattern", MTU_IFACE_PATTERN)) - overhead
+    return host_mtu(ipr, felixconfig.setting(state, "mtu_iface_pattern", MTU_IFACE_PATTERN)) - overhead
 
 
 def data_device(ipr: Any, address: ipaddress.IPv4Address) -> tuple[int, str] | None:

@@ -17,6 +17,7 @@ import pytest
 from pycalico.core.calc import DesiredState
 from pycalico.core.policy import Peer, compile, format_matrix, reachability, verdict
 from pycalico.core.resources.codec import load_resource, load_resources
+from policy_world import doc
 
 NAMESPACES = "xyz"
 PODS = "abc"
@@ -25,23 +26,14 @@ K8S = "projectcalico.org/orchestrator == 'k8s'"
 X_PODS = f"{K8S} && projectcalico.org/namespace == 'x'"
 
 
-def _doc(kind, name, spec, namespace=None, labels=None):
-    meta = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec}
-
-
 def cluster_resources():
     """Profiles and workload endpoints of the 3x3 cluster (pods spread over three nodes)."""
     docs = []
     for i, ns in enumerate(NAMESPACES, 1):
         ns_labels = {"pcns.ns": ns, "pcns.kubernetes.io/metadata.name": ns, "pcns.projectcalico.org/name": ns}
         allow = [{"action": "Allow"}]
-        docs.append(_doc("Profile", f"kns.{ns}", {"labelsToApply": ns_labels, "ingress": allow, "egress": allow}))
-        docs.append(_doc("Profile", f"ksa.{ns}.default", {"labelsToApply": {"pcsa.projectcalico.org/name": "default"}}))
+        docs.append(doc("Profile", f"kns.{ns}", {"labelsToApply": ns_labels, "ingress": allow, "egress": allow}))
+        docs.append(doc("Profile", f"ksa.{ns}.default", {"labelsToApply": {"pcsa.projectcalico.org/name": "default"}}))
         for j, pod in enumerate(PODS, 1):
             ports = [
                 {"name": f"serve-{port}-{proto.lower()}", "port": port, "protocol": proto}
@@ -59,7 +51,7 @@ def cluster_resources():
                 "serviceAccountName": "default",
                 "ports": ports,
             }
-            docs.append(_doc("WorkloadEndpoint", f"node{j}-k8s-{pod}-eth0", spec, namespace=ns, labels={"pod": pod}))
+            docs.append(doc("WorkloadEndpoint", f"node{j}-k8s-{pod}-eth0", spec, namespace=ns, labels={"pod": pod}))
     return [load_resource(d) for d in docs]
 
 
@@ -134,11 +126,11 @@ def knp(name, selector, ingress=None, egress=None, types=None, namespace="x"):
     if types is None:
         types = ["Ingress"] if egress is None else ["Egress"] if ingress is None else ["Ingress", "Egress"]
     spec["types"] = types
-    return json.dumps(_doc("NetworkPolicy", f"knp.default.{name}", spec, namespace=namespace)) + "\n---\n"
+    return json.dumps(doc("NetworkPolicy", f"knp.default.{name}", spec, namespace=namespace)) + "\n---\n"
 
 
 def gnp(name, selector, **spec):
-    return json.dumps(_doc("GlobalNetworkPolicy", name, {"selector": selector, **spec})) + "\n---\n"
+    return json.dumps(doc("GlobalNetworkPolicy", name, {"selector": selector, **spec})) + "\n---\n"
 
 
 def allow(**fields):
@@ -390,7 +382,7 @@ def test_pass_skips_the_rest_of_the_tier():
     # A Pass in an earlier policy skips the Kubernetes policy later in the same tier: the
     # packet goes to the profiles, which allow.
     text = knp("deny-ingress", None, ingress=[]) + json.dumps(
-        _doc(
+        doc(
             "GlobalNetworkPolicy",
             "triage",
             {
@@ -580,11 +572,11 @@ def test_vxlan_and_ipip_from_workloads_are_dropped():
     assert not verdict(model, xa, ya, "UDP", 4789).allowed
     assert not verdict(model, xa, ya, 4).allowed
     assert verdict(model, xa, ya, "UDP", 4790).allowed
-    moved = build("", [load_resource(_doc("FelixConfiguration", "default", {"vxlanPort": 4790}))])
+    moved = build("", [load_resource(doc("FelixConfiguration", "default", {"vxlanPort": 4790}))])
     assert verdict(moved, xa, ya, "UDP", 4789).allowed
     assert not verdict(moved, xa, ya, "UDP", 4790).allowed
     both = {"allowVXLANPacketsFromWorkloads": True, "allowIPIPPacketsFromWorkloads": True}
-    allowed = build("", [load_resource(_doc("FelixConfiguration", "default", both))])
+    allowed = build("", [load_resource(doc("FelixConfiguration", "default", both))])
     assert verdict(allowed, xa, ya, "UDP", 4789).allowed
     assert verdict(allowed, xa, ya, 4).allowed
 
@@ -623,11 +615,11 @@ def test_a_workload_sends_only_from_its_own_addresses():
 
 
 def test_allowed_spoofed_prefixes_need_workload_source_spoofing_any():
-    spoofer = load_resource(_doc("WorkloadEndpoint", "node1-k8s-s-eth0", {
+    spoofer = load_resource(doc("WorkloadEndpoint", "node1-k8s-s-eth0", {
         "node": "node1", "orchestrator": "k8s", "pod": "s", "endpoint": "eth0", "interfaceName": "calispoofer0",
         "ipNetworks": ["10.0.9.9/32"], "profiles": ["kns.x"], "allowSpoofedSourcePrefixes": ["10.0.1.0/24"]},
         namespace="x"))
-    felix = load_resource(_doc("FelixConfiguration", "default", {"workloadSourceSpoofing": "Any"}))
+    felix = load_resource(doc("FelixConfiguration", "default", {"workloadSourceSpoofing": "Any"}))
     for extra, allowed in (([spoofer], False), ([spoofer, felix], True)):
         model = build("", extra)
         judged = verdict(model, model.find("x", "s"), model.find("y", "c"), "UDP", 80, src_ip="10.0.1.3")

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from pycalico.core import felixconfig
 from pycalico.plugins.routing import encap, tunnel, tunneladdr
 from pycalico.plugins.routing.encap import Encap, EncapPlugin
 
@@ -66,8 +67,8 @@ def prepare(state: Any, options: Options | None, ipr: Any, data_device: tuple[in
     if local is None or data_device is None:
         return [], None
     settings = Settings(
-        vni=options.vni or tunnel.felix_setting(state, "vxlan_vni", DEFAULTS["vxlan_vni"]),
-        port=options.port or tunnel.felix_setting(state, "vxlan_port", DEFAULTS["vxlan_port"]),
+        vni=options.vni or felixconfig.setting(state, "vxlan_vni", DEFAULTS["vxlan_vni"]),
+        port=options.port or felixconfig.setting(state, "vxlan_port", DEFAULTS["vxlan_port"]),
         mtu=tunnel.tunnel_mtu(state, ipr, options.mtu, "vxlan_mtu", OVERHEAD),
     )
     index, lines = ensure(ipr, local, data_device[0], settings)
