@@ -33,3 +33,6 @@ def setup(settings: Logging, component: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level.upper())
+    # watchfiles reports every file event in calico.toml's directory at info; the loop
+    # logs the reloads that matter itself.
+    logging.getLogger("watchfiles").setLevel(max(root.level, logging.WARNING))

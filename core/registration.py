@@ -18,7 +18,7 @@ import attrs
 
 from pycalico.core.calc import DesiredState
 from pycalico.core.config import Config
-from pycalico.core.datastore import AlreadyExists, Datastore
+from pycalico.core.datastore import AlreadyExists, Datastore, OperationNotSupported
 from pycalico.core.resources.cluster import ClusterInformation
 from pycalico.core.resources.meta import ObjectMeta
 from pycalico.core.resources.node import Node, NodeBGPSpec, NodeSpec
@@ -86,7 +86,15 @@ def _cluster_information(state: DesiredState, config: Config, datastore: Datasto
 def register(state: DesiredState, config: Config, datastore: Datastore, detect: Callable | None = None) -> list[str]:
     """Create or update this node's Node so that it says what this node is; return
     one line per write. Conflict (someone else wrote meanwhile) propagates: the next
-    pass sees their write and tries again."""
+    pass sees their write and tries again. A read-only datastore (writes raise
+    OperationNotSupported) keeps no records of nodes: nothing to do."""
+    try:
+        return _register(state, config, datastore, detect)
+    except OperationNotSupported:
+        return []
+
+
+def _register(state: DesiredState, config: Config, datastore: Datastore, detect: Callable | None) -> list[str]:
     lines = _cluster_information(state, config, datastore)
     current = state.node
     wanted = desired_node(current, state.node_name, node_address(config, detect), config.node.as_number)

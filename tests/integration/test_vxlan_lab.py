@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import time
 
 import attrs
@@ -47,10 +48,13 @@ def kernel(lab, node):
     has_device = lab.exec(node, ["ip", "link", "show", "vxlan.calico"], capture_output=True).returncode == 0
     arp = fdb = set()
     if has_device:
-        arp = {(n["dst"], n["lladdr"]) for n in ip_json(lab, node, "ip", "-j", "neigh", "show", "dev", "vxlan.calico")
-               if "PERMANENT" in n.get("state", [])}
-        fdb = {(f["mac"], f["dst"]) for f in ip_json(lab, node, "bridge", "-j", "fdb", "show", "dev", "vxlan.calico")
-               if f.get("state") == "permanent" and "self" in f.get("flags", [])}
+        try:
+            arp = {(n["dst"], n["lladdr"]) for n in ip_json(lab, node, "ip", "-j", "neigh", "show", "dev", "vxlan.calico")
+                   if "PERMANENT" in n.get("state", [])}
+            fdb = {(f["mac"], f["dst"]) for f in ip_json(lab, node, "bridge", "-j", "fdb", "show", "dev", "vxlan.calico")
+                   if f.get("state") == "permanent" and "self" in f.get("flags", [])}
+        except subprocess.CalledProcessError:
+            return None  # the agent replaced the device between two reads: look again
     return routes, arp, fdb
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import attrs
 
-from pycalico.core.datastore import Snapshot
+from pycalico.core.datastore import OperationNotSupported, Snapshot
 from pycalico.core.resources.codec import load_resources
 from pycalico.hooks import hookimpl
 
@@ -21,6 +21,11 @@ class FileStore:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(revision=1, resources=tuple(load_resources(Path(self.path).read_text(), self.path)))
+
+    def create(self, resource):
+        raise OperationNotSupported(resource.kind, resource.metadata.name, detail=f"{self.path} is a read-only datastore")
+
+    update = create
 
     def watch(self, revision: int, stop: threading.Event):
         stop.wait()
