@@ -254,5 +254,9 @@ class Loop:
         )
         self.last_report = report
         log.info("%s", report.summary())
+        if log.isEnabledFor(logging.DEBUG):
+            for step, lines in changes.items():
+                for line in lines:
+                    log.debug("%s: %s", step, line)
         self.plugins.pass_done(report)
         return report
