@@ -22,7 +22,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup(settings: Logging, component: str) -> None:
+_component = "pycalico"
+
+
+def setup(settings: Logging, component: str | None = None) -> None:
+    """Log as ``settings`` say; ``component`` (the executable's name) is remembered, so a
+    config reload can call this again with the new settings alone."""
+    global _component
+    component = _component = component or _component
     handler = logging.FileHandler(settings.file) if settings.file else logging.StreamHandler(sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from pycalico.core import calc, registration
+from pycalico.core import calc, logs, registration
 from pycalico.core import config as cfg
 from pycalico.core.datastore import Datastore, DatastoreError, Event, Snapshot
 from pycalico.core.plugins import Plugins, Registry
@@ -42,10 +42,14 @@ class _Unavailable:
 
 
 class Loop:
-    def __init__(self, config_path: str | Path, registry: Registry | None = None, watch_config: bool = True):
+    def __init__(self, config_path: str | Path, registry: Registry | None = None, watch_config: bool = True,
+                 own_logging: bool = False):
+        """``own_logging``: the process's logging is this loop's to set (calico-node), so a
+        reload applies a changed ``[logging]`` table."""
         self.config_path = Path(config_path)
         self._registry = registry or Registry()
         self._watch_config = watch_config
+        self._own_logging = own_logging
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._sync_stop = threading.Event()
@@ -207,6 +211,8 @@ class Loop:
         self.last_config_error = None
         self._written = written
         datastore_changed = plugins.config.datastore != self.config.datastore
+        if self._own_logging and plugins.config.logging != self.config.logging:
+            logs.setup(plugins.config.logging)
         self.plugins.unconfigure()
         self.plugins = plugins
         self._close_writer()

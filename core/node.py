@@ -36,7 +36,7 @@ def run(path: Path, once: bool) -> int:
     from pycalico.core.plugins import PluginError
 
     try:
-        loop = Loop(path)
+        loop = Loop(path, own_logging=True)
     except (cfg.ConfigError, PluginError) as exc:
         print(exc, file=sys.stderr)
         return 1
