@@ -16,6 +16,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def kube_apiserver() -> Iterator[KubeAPIServer]:
 @pytest.fixture
 def kdd_kubeconfig(kube_apiserver: KubeAPIServer, tmp_path: Path) -> Path:
     return kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+def kdd_config_text(kubeconfig: Path | str, node_name: str = "") -> str:
+    """A calico.toml whose datastore is the KDD plugin reading ``kubeconfig``."""
+    head = f"node_name = {json.dumps(node_name)}\n\n" if node_name else ""
+    return f'{head}[datastore]\ntype = "kubernetes"\n\n[datastore.kubernetes]\nkubeconfig = {json.dumps(str(kubeconfig))}\n'
 
 
 def open_kdd(kubeconfig: Path, timeout: float = 5.0):
