@@ -1,4 +1,4 @@
-"""Shared by the etcd benchmarks (datastore_sync.py, watch_throughput.py, ipam_assign.py,
+"""Shared by the etcd benchmarks (datastore_sync.py, watch_throughput.py,
 ipam_rates.py, ipam_density.py): a local etcd to measure against, and the etcd plugin's
 datastore connected to it."""
 

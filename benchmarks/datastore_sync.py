@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import _etcd  # benchmarks/ is on sys.path (the script's own directory)
 import _kdd
+from _machine import load_line
 
 WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
 
@@ -269,11 +270,6 @@ def _kdd_raw_list(kubeconfig: str):
     return read, api.close
 
 
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
@@ -287,7 +283,7 @@ def main() -> None:
         child(args.child, args.endpoint, args.tracemalloc)
         return
     began = time.perf_counter()
-    print(f"start: {_load()}")
+    print(f"start: {load_line()}")
     results = []
     for name in BACKENDS if args.backend == "all" else [args.backend]:
         r = BACKENDS[name](args)
@@ -295,7 +291,7 @@ def main() -> None:
         for note in r.get("notes", ()):
             print(f"  note: {note}")
         results.append(r)
-    print(f"end: {_load()}; {time.perf_counter() - began:.0f}s in all")
+    print(f"end: {load_line()}; {time.perf_counter() - began:.0f}s in all")
     print(f"\ninitial sync of {args.count} WorkloadEndpoints (median of {args.repeat}; each run a fresh process, "
           "floor and plugin runs interleaved; CPU = the reading process's own, user+sys):")
     print(f"    {'':44} {'wall':>9} {'':8} {'CPU':>9} {'':8} {'peak RSS (growth)':>18}   traced peak")

@@ -39,9 +39,21 @@ import requests
 
 import _etcd  # benchmarks/ is on sys.path (the script's own directory)
 import _kdd
+from _machine import load_line
 from datastore_sync import populate, workload_endpoints
 
 WRITER_THREADS = 16
+
+
+def _send_when_done(run, sent: list, out) -> None:
+    """Run ``run(t)`` on every writer thread, then send what they recorded."""
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(WRITER_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.send(sent)
+    out.close()
 
 
 def writer(endpoint: str, rate: float, seconds: float, count: int, start_at: float, out) -> None:
@@ -74,13 +86,7 @@ def writer(endpoint: str, rate: float, seconds: float, count: int, start_at: flo
             with lock:
                 sent.append((int(reply["header"]["revision"]), at))
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(WRITER_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.send(sent)
-    out.close()
+    _send_when_done(run, sent, out)
 
 
 def kdd_writer(url: str, rate: float, seconds: float, count: int, start_at: float, out) -> None:
@@ -115,13 +121,7 @@ def kdd_writer(url: str, rate: float, seconds: float, count: int, start_at: floa
                 sent.append((int(json.loads(data)["metadata"]["resourceVersion"]), at))
         conn.close()
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(WRITER_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.send(sent)
-    out.close()
+    _send_when_done(run, sent, out)
 
 
 def start_writer(endpoint: str, args, target=writer) -> tuple[multiprocessing.Process, object, float]:
@@ -295,11 +295,6 @@ def run_kdd(args) -> dict:
 BACKENDS = {"etcd": run_etcd, "kubernetes": run_kdd}
 
 
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
@@ -308,9 +303,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=500, help="WorkloadEndpoints (KDD: Pods) written in turn")
     args = parser.parse_args()
     began = time.perf_counter()
-    print(f"start: {_load()}")
+    print(f"start: {load_line()}")
     results = [BACKENDS[name](args) for name in (BACKENDS if args.backend == "all" else [args.backend])]
-    print(f"end: {_load()}; {time.perf_counter() - began:.0f}s in all")
+    print(f"end: {load_line()}; {time.perf_counter() - began:.0f}s in all")
     print(f"\n{args.rate:.0f} writes/s for {args.seconds:g} s over {args.endpoints} WorkloadEndpoints "
           "(watcher CPU: the watching process's user+sys over the run, per update delivered):")
     for r in results:

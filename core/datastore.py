@@ -148,6 +148,18 @@ class Datastore(Protocol):
         """Release connections; a running watch ends."""
 
 
+def check_identity(info: Any, resource: Any) -> None:
+    """ValueError unless ``resource`` has a name, and a namespace exactly when its kind
+    (``info``, a ``codec.KindInfo``) is namespaced: what every datastore checks before a
+    write."""
+    if not resource.metadata.name:
+        raise ValueError(f"{info.kind}: metadata.name is required")
+    if info.namespaced and not resource.metadata.namespace:
+        raise ValueError(f"{info.kind} {resource.name}: metadata.namespace is required ({info.kind} is namespaced)")
+    if not info.namespaced and resource.metadata.namespace:
+        raise ValueError(f"{info.kind} {resource.name}: metadata.namespace must not be set")
+
+
 class DatastorePlugin:
     """The hook implementations every datastore plugin has: it declares its options
     table, connects when its name fills the slot (checking the datastore answers), and

@@ -125,17 +125,20 @@ class Plugins:
         return self._pm.hook.pycalico_ipam(config=self.config, datastore=datastore)
 
     def reconcile_node(self, state: DesiredState, datastore: Datastore, ipam: Any) -> tuple[str, ...]:
-        results = self._pm.hook.pycalico_reconcile_node(state=state, config=self.config, datastore=datastore, ipam=ipam)
-        return tuple(line for lines in results if lines for line in lines)
+        return _lines(self._pm.hook.pycalico_reconcile_node(state=state, config=self.config, datastore=datastore, ipam=ipam))
 
     def reconcile(self, slot: str, state: DesiredState) -> tuple[str, ...]:
         """Run the reconcile hook of ``slot`` (``routing`` or ``policy``)."""
         hook = getattr(self._pm.hook, f"pycalico_reconcile_{slot}")
-        results = hook(state=state, config=self.config)
-        return tuple(line for lines in results if lines for line in lines)
+        return _lines(hook(state=state, config=self.config))
 
     def pass_done(self, report: PassReport) -> None:
         self._pm.hook.pycalico_pass_done(report=report)
 
     def node_status(self, state: DesiredState) -> list[tuple[str, str]]:
         return [pair for pairs in self._pm.hook.pycalico_node_status(state=state) if pairs for pair in pairs]
+
+
+def _lines(results: list) -> tuple[str, ...]:
+    """Every implementation's change lines, in one tuple."""
+    return tuple(line for lines in results if lines for line in lines)

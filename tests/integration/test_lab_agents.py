@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
 from pycalico.core.lab import LabError, node_config_text
+from pycalico.core.lab import netns as lab_netns
 from pycalico.core.lab.cluster import plan
 from pycalico.core.lab.pods import with_datastore
 from waiting import wait_for
@@ -40,9 +40,12 @@ def test_agents_register_their_nodes_with_autodetected_addresses(make_lab):
     with pytest.raises(LabError, match="calico-node already runs on node1"):
         lab.start_agent("node1")
 
+    # down ends every agent and deletes every node's namespace.
+    agents = {n.name: lab.agent_pid(n) for n in lab.nodes}
     summary = lab.down()
-    assert not subprocess.run(["ip", "netns", "pids", lab.nodes[0].netns], capture_output=True).stdout
-    assert summary
+    assert set(agents.values()) <= set(summary["killed"])
+    assert {n.netns for n in lab.nodes} <= set(summary["deleted_netns"])
+    assert not [n for n in lab.nodes if lab_netns.exists(n.netns)]
 
 
 def test_routing_mode_sets_the_pool_encapsulation_and_the_node_config(tmp_path):

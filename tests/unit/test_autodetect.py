@@ -46,7 +46,7 @@ def test_each_method_picks_as_calico_does(method, picked):
     ],
 )
 def test_bad_methods_say_what_is_wrong(text, message):
-    with pytest.raises(ValueError, match=None) as info:
+    with pytest.raises(ValueError) as info:
         parse_method(text)
     assert str(info.value).startswith(message)
 

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from pycalico.core import selector as selectors
-from pycalico.core.datastore import AlreadyExists, Conflict, Event, NotFound, Page, Snapshot
+from pycalico.core.datastore import AlreadyExists, Conflict, Event, NotFound, Page, Snapshot, check_identity
 from pycalico.core.resources.base import deferred_checks
 from pycalico.core.resources.meta import Resource
 
@@ -225,7 +225,7 @@ class EtcdDatastore:
 
     def create(self, resource: Any) -> Any:
         info = keys.info(resource.kind)
-        _check_identity(info, resource)
+        check_identity(info, resource)
         resource = _set_meta(resource, resource_version=None, **_new_identity(resource, info))
         key, value = keys.encode(resource)
         reply = self._txn(
@@ -239,7 +239,7 @@ class EtcdDatastore:
 
     def update(self, resource: Any) -> Any:
         info = keys.info(resource.kind)
-        _check_identity(info, resource)
+        check_identity(info, resource)
         name, ns = resource.name, resource.metadata.namespace
         wanted = resource.metadata.resource_version
         needs_identity = not keys.is_ipam(info.kind) and not (
@@ -396,15 +396,6 @@ def _int(rv: Any) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " | ".join(str(exc).splitlines())
-
-
-def _check_identity(info: Any, resource: Resource) -> None:
-    if not resource.metadata.name:
-        raise ValueError(f"{info.kind}: metadata.name is required")
-    if info.namespaced and not resource.metadata.namespace:
-        raise ValueError(f"{info.kind} {resource.name}: metadata.namespace is required ({info.kind} is namespaced)")
-    if not info.namespaced and resource.metadata.namespace:
-        raise ValueError(f"{info.kind} {resource.name}: metadata.namespace must not be set")
 
 
 def _new_identity(resource: Resource, info: Any) -> dict:

@@ -39,6 +39,7 @@ from pycalico.core.datastore import (
     OperationNotSupported,
     Page,
     Snapshot,
+    check_identity,
 )
 from pycalico.core.resources import codec
 from pycalico.core.resources.meta import Resource
@@ -246,7 +247,7 @@ class KubernetesDatastore:
     def create(self, resource: Any) -> Any:
         info = codec.kind_info(resource)
         kind, name, ns = info.kind, resource.name, resource.metadata.namespace
-        self._check_identity(info, resource)
+        check_identity(info, resource)
         if kind in NOT_CREATABLE:
             raise OperationNotSupported(kind, name, ns, detail=f"create is not supported: {NOT_CREATABLE[kind]}")
         self._check_writable(kind, name, ns)
@@ -264,7 +265,7 @@ class KubernetesDatastore:
     def update(self, resource: Any) -> Any:
         info = codec.kind_info(resource)
         kind, name, ns = info.kind, resource.name, resource.metadata.namespace
-        self._check_identity(info, resource)
+        check_identity(info, resource)
         try:
             if kind == "Node":
                 return self._update_node(resource)
@@ -387,15 +388,6 @@ class KubernetesDatastore:
         if not namespace:
             raise ValueError(f"{info.kind} is namespaced: a namespace is required")
         return namespace
-
-    @staticmethod
-    def _check_identity(info: codec.KindInfo, resource: Resource) -> None:
-        if not resource.metadata.name:
-            raise ValueError(f"{info.kind}: metadata.name is required")
-        if info.namespaced and not resource.metadata.namespace:
-            raise ValueError(f"{info.kind} {resource.name}: metadata.namespace is required ({info.kind} is namespaced)")
-        if not info.namespaced and resource.metadata.namespace:
-            raise ValueError(f"{info.kind} {resource.name}: metadata.namespace must not be set")
 
     # -- lists ------------------------------------------------------------------------
 
