@@ -665,11 +665,6 @@ class Handler:
                 try:
                     ctx.ds.create(wep)
                     return True
-                except OperationNotSupported:
-                    # The Kubernetes datastore: the endpoint is the Pod, which exists. Calico's
-                    # create there (PatchModeCNI) patches the pod's annotations: update does that.
-                    ctx.ds.update(wep)
-                    return True
                 except AlreadyExists:
                     # The pod's earlier sandbox left its endpoint: this sandbox takes it over.
                     existing = self._get_wep(ctx)

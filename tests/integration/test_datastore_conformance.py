@@ -28,7 +28,10 @@ MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
 # What each backend keeps read-only, as Calico does: in KDD, WorkloadEndpoints are Pods
 # (written by the CNI plugin through pod annotations), Profiles are Namespaces and
 # ServiceAccounts, and Nodes are Kubernetes Nodes (Calico only updates them).
-NOT_CREATABLE = {"etcd": set(), "kubernetes": {"WorkloadEndpoint", "Profile", "Node"}}
+NOT_CREATABLE = {"etcd": set(), "kubernetes": {"Profile", "Node"}}
+# On Kubernetes an endpoint is its Pod: create patches the pod, so it needs one
+# (test_kdd_native covers that path).
+NEEDS_POD = {"etcd": set(), "kubernetes": {"WorkloadEndpoint"}}
 # In Calico's etcd layout the IPAM records are bare values under /calico/ipam/v2/, with
 # no metadata: no labels, uid or creation time (their encoding is tested in test_etcd_layout).
 BARE_VALUES = {"etcd": {"IPAMBlock", "BlockAffinity", "IPAMHandle", "IPAMConfiguration"}, "kubernetes": set()}
@@ -95,6 +98,10 @@ def test_crud_on_every_kind(backend):
         kind, name, ns = type(resource).KIND, resource.metadata.name, resource.metadata.namespace
         if kind in NOT_CREATABLE[backend.name]:
             with pytest.raises(OperationNotSupported):
+                store.create(resource)
+            continue
+        if kind in NEEDS_POD[backend.name]:
+            with pytest.raises(NotFound):
                 store.create(resource)
             continue
         bare = kind in BARE_VALUES[backend.name]

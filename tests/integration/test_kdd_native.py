@@ -160,10 +160,17 @@ def test_pods_are_workload_endpoints(kdd_datastore):
     assert store.list("WorkloadEndpoint", selector="app == 'web'").items == (wep,)
     with pytest.raises(NotFound):
         store.get("WorkloadEndpoint", names.workload_endpoint_name("node-1", "pending"), "production")
-    with pytest.raises(OperationNotSupported):
-        store.create(wep)
+    # Create is how the CNI plugin writes an endpoint: the pod's annotations, nothing else.
+    created = store.create(attrs.evolve(wep, spec=attrs.evolve(wep.spec, ip_networks=("10.65.1.7/32",),
+                                                                 container_id="def456")))
+    assert created.spec.ip_networks == ("10.65.1.7/32",) and created.spec.container_id == "def456"
+    assert created.metadata.labels == wep.metadata.labels
+    with pytest.raises(NotFound):
+        store.create(attrs.evolve(wep, metadata=attrs.evolve(
+            wep.metadata, name=names.workload_endpoint_name("node-1", "absent"))))
 
     # kubelet's status wins over Calico's annotations once it is there.
+    pod = store.api.request("GET", f"{CORE}/namespaces/production/pods/web-0")
     pod["status"]["podIPs"] = [{"ip": "10.65.1.6"}]
     store.api.request("PUT", f"{CORE}/namespaces/production/pods/web-0/status", body=pod)
     assert store.get("WorkloadEndpoint", name, "production").spec.ip_networks == ("10.65.1.6/32",)

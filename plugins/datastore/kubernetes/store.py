@@ -57,7 +57,6 @@ CACHED_LISTS = 4
 WRITE_RETRIES = 5
 NOT_CREATABLE = {
     "Node": "Calico Nodes are Kubernetes Nodes (only their Calico annotations are written)",
-    "WorkloadEndpoint": "WorkloadEndpoints are Pods, created by Kubernetes (the CNI plugin only patches them)",
     "Profile": "Profiles are Kubernetes Namespaces and ServiceAccounts",
 }
 
@@ -248,6 +247,14 @@ class KubernetesDatastore:
         info = codec.kind_info(resource)
         kind, name, ns = info.kind, resource.name, resource.metadata.namespace
         check_identity(info, resource)
+        if kind == "WorkloadEndpoint":
+            # The endpoint is the Pod, which Kubernetes created: Calico's KDD client
+            # "creates" it by patching the pod's annotations, as the CNI plugin needs.
+            try:
+                return self._patch_wep(convert.with_meta(resource, resource_version=None),
+                                       convert.wep_annotations(resource))
+            except ApiError as exc:
+                raise self._error(exc, kind, name, ns) from None
         if kind in NOT_CREATABLE:
             raise OperationNotSupported(kind, name, ns, detail=f"create is not supported: {NOT_CREATABLE[kind]}")
         self._check_writable(kind, name, ns)
