@@ -255,6 +255,8 @@ def builtin_types() -> list[ResourceType]:
                      return_deleted=True),
         ResourceType("networking.k8s.io", ["v1"], "networkpolicies", "networkpolicy", "NetworkPolicy", True,
                      short_names=("netpol",), skeleton=("spec",)),
+        # Leader election (client-go's leaderelection, calico-kube-controllers' replicas).
+        ResourceType("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True, skeleton=("spec",)),
         ResourceType(
             "apiextensions.k8s.io", ["v1"], "customresourcedefinitions", "customresourcedefinition",
             "CustomResourceDefinition", False, CRDStrategy(), ("crd", "crds"), status_subresource=True,

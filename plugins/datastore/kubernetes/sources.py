@@ -95,8 +95,12 @@ def kinds_of(kinds: Iterable[str] | None) -> list[str]:
 
 
 def sources_of(kinds: Iterable[str] | None) -> list[Source]:
-    out: list[Source] = []
-    for kind in kinds_of(kinds):
+    """The sources of ``kinds``: kind names (all of a kind's sources) or source ids
+    (``k8s:networkpolicies``: that source alone, for a reader of Kubernetes' own
+    objects where the kind's custom resource is not installed)."""
+    wanted = None if kinds is None else list(kinds)
+    out: list[Source] = [SOURCES_BY_ID[k] for k in wanted or () if k in SOURCES_BY_ID]
+    for kind in kinds_of(None if wanted is None else [k for k in wanted if k not in SOURCES_BY_ID]):
         for s in KIND_SOURCES[kind]:
             if s not in out:
                 out.append(s)
