@@ -1,0 +1,1 @@
+"""calico-typha: one datastore watch fanned out to many agents over TCP (port 5473)."""
