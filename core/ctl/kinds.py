@@ -215,6 +215,13 @@ KINDS: tuple[CtlKind, ...] = (
         {"PEERIP": _string("spec", "peerIP"), "NODE": _peer_node, "ASN": _peer_asn},
     ),
     _kind(
+        "CalicoNodeStatus",
+        ("caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses"),
+        ("NAME", "NODE"),
+        ("NAME", "NODE", "CLASSES"),
+        {"NODE": _string("spec", "node"), "CLASSES": _join("spec", "classes")},
+    ),
+    _kind(
         "ClusterInformation",
         ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"),
         ("NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"),

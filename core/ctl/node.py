@@ -133,14 +133,14 @@ def peers(protocols) -> list[list[str]]:
         m = PEER_NAME.match(p.name)
         if p.proto != "BGP" or not m:
             continue
-        address = _address(m[2])
+        address = peer_address(m[2])
         if address is None:
             continue
         rows.append([address, PEER_TYPES[m[1]], p.state, p.since, p.info])
     return rows
 
 
-def _address(encoded: str) -> str | None:
+def peer_address(encoded: str) -> str | None:
     """``198_51_100_12`` or ``fd80_24e2__2`` (a ``_port_N`` suffix dropped) as an address."""
     encoded = encoded.split("_port_")[0]
     for sep in (".", ":"):

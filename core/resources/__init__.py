@@ -2,8 +2,8 @@
 
 Modules: ``meta`` (ObjectMeta, the Resource base), ``types`` (ports, protocols, AS
 numbers, durations and the value checks), ``ippool``, ``bgp``, ``node``, ``endpoints``,
-``policy``, ``felix``, ``cluster``, ``ipam`` (with the etcd forms), ``codec`` (the kinds
-registry, load and dump) and ``base`` (the field/check machinery).
+``policy``, ``felix``, ``cluster``, ``nodestatus``, ``ipam`` (with the etcd forms),
+``codec`` (the kinds registry, load and dump) and ``base`` (the field/check machinery).
 """
 
 from pycalico.core.resources.base import ResourceError
@@ -26,6 +26,7 @@ from pycalico.core.resources.ipam import BlockAffinity, IPAMBlock, IPAMConfig, I
 from pycalico.core.resources.ippool import IPPool, IPReservation
 from pycalico.core.resources.meta import ObjectMeta, Resource
 from pycalico.core.resources.node import Node
+from pycalico.core.resources.nodestatus import CalicoNodeStatus
 from pycalico.core.resources.policy import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
@@ -40,6 +41,7 @@ __all__ = [
     "BGPConfiguration",
     "BGPPeer",
     "BlockAffinity",
+    "CalicoNodeStatus",
     "ClusterInformation",
     "FelixConfiguration",
     "GlobalNetworkPolicy",

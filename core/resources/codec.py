@@ -29,6 +29,7 @@ from pycalico.core.resources.ipam import BlockAffinity, IPAMBlock, IPAMConfig, I
 from pycalico.core.resources.ippool import IPPool, IPReservation
 from pycalico.core.resources.meta import Resource
 from pycalico.core.resources.node import Node
+from pycalico.core.resources.nodestatus import CalicoNodeStatus
 from pycalico.core.resources.policy import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
@@ -70,6 +71,7 @@ RESOURCE_TYPES: tuple[type[Resource], ...] = (
     FelixConfiguration,
     ClusterInformation,
     KubeControllersConfiguration,
+    CalicoNodeStatus,
     IPAMBlock,
     BlockAffinity,
     IPAMHandle,

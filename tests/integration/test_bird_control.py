@@ -9,14 +9,12 @@ not Calico's.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from pycalico.core.lab import netns
 from pycalico.plugins.routing.bird import control
+from tests.bird_fixtures import ODD_PEERS, two_birds
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.lab
@@ -35,13 +33,7 @@ protocol bgp Mesh_198_51_100_13 {
   local 198.51.100.11 as 64512; neighbor 198.51.100.13 port 1790 as 64512;
   connect retry time 1; ipv4 { import none; export none; };
 }
-protocol bgp Node_fd00_1__2 {
-  local fd00:1::1 as 64512; neighbor fd00:1::2 as 64512; ipv6 { import none; export none; };
-}
-protocol bgp Other {
-  local 198.51.100.11 as 64512; neighbor 198.51.100.12 port 1791 as 64512; ipv4 { import none; export none; };
-}
-"""
+""" + ODD_PEERS
 B_CONFIG = """\
 router id 198.51.100.12;
 protocol device {}
@@ -52,55 +44,10 @@ protocol bgp Mesh_198_51_100_11 {
 """
 
 
-class Bird:
-    def __init__(self, ns: str, directory: Path, config: str):
-        directory.mkdir()
-        self.ns, self.config_file, self.socket = ns, directory / "bird.cfg", directory / "bird.ctl"
-        self.config_file.write_text(config)
-        self.log = (directory / "bird.log").open("wb")
-        self.proc = subprocess.Popen(
-            netns.exec_argv(ns, ["bird", "-f", "-s", str(self.socket), "-c", str(self.config_file)]),
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def end(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def birds(tmp_path_factory):
-    base = f"pcbc{os.getpid()}"
-    a, b = f"{base}a", f"{base}b"
-    made: list[str] = []
-    running: list[Bird] = []
-    try:
-        for ns in (a, b):
-            netns.add(ns)
-            made.append(ns)
-        netns.add_veth(a, "eth0", b, "eth0")
-        for ns, cidrs in ((a, ["198.51.100.11/24"]), (b, ["198.51.100.12/24", "198.51.100.13/24"])):
-            for cidr in cidrs:
-                netns.add_addr(ns, "eth0", cidr)
-            netns.link_up(ns, "eth0")
-            netns.link_up(ns, "lo")
-        subprocess.run(netns.exec_argv(a, ["ip", "-6", "addr", "add", "fd00:1::1/64", "dev", "eth0", "nodad"]),
-                       check=True)
-        root = tmp_path_factory.mktemp("birds")
-        running.append(Bird(a, root / "a", A_CONFIG))
-        running.append(Bird(b, root / "b", B_CONFIG))
-        node_a = running[0]
-        wait_for(lambda: control.ready(node_a.socket), timeout=10, what="BIRD on node A answering")
+    with two_birds(tmp_path_factory.mktemp("birds"), A_CONFIG, B_CONFIG) as (node_a, _):
         yield node_a
-    finally:
-        for bird in running:
-            bird.end()
-        for ns in made:
-            netns.delete(ns)
 
 
 def by_name(socket: Path) -> dict[str, control.Protocol]:

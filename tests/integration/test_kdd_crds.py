@@ -19,6 +19,7 @@ CALICO_CRDS = {
     "bgpconfigurations": ("BGPConfiguration", "Cluster"),
     "bgppeers": ("BGPPeer", "Cluster"),
     "blockaffinities": ("BlockAffinity", "Cluster"),
+    "caliconodestatuses": ("CalicoNodeStatus", "Cluster"),
     "clusterinformations": ("ClusterInformation", "Cluster"),
     "felixconfigurations": ("FelixConfiguration", "Cluster"),
     "globalnetworkpolicies": ("GlobalNetworkPolicy", "Cluster"),

@@ -314,6 +314,7 @@ EXPECTED = {
     "FelixConfiguration": ("felixconfigurations", False),
     "ClusterInformation": ("clusterinformations", False),
     "KubeControllersConfiguration": ("kubecontrollersconfigurations", False),
+    "CalicoNodeStatus": ("caliconodestatuses", False),
     "IPAMBlock": ("ipamblocks", False),
     "BlockAffinity": ("blockaffinities", False),
     "IPAMHandle": ("ipamhandles", False),

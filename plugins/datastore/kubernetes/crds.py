@@ -73,6 +73,8 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "IPAMHandleSpec": {"block": {}, "handleID": None},
     "IPAMConfigSpec": {"autoAllocateBlocks": False, "strictAffinity": False},
     "KubeControllersConfigurationSpec": {"controllers": {}},
+    "CalicoNodeBGPStatus": {"numberEstablishedV4": 0, "numberEstablishedV6": 0, "numberNotEstablishedV4": 0,
+                            "numberNotEstablishedV6": 0},
     "Rule": {"action": None},
 }
 

@@ -21,6 +21,10 @@ class BirdError(Exception):
     """BIRD could not be reached, or refused a command."""
 
 
+class BirdUnreachable(BirdError):
+    """Nothing accepts a connection on BIRD's socket: BIRD is not running (yet)."""
+
+
 @attrs.frozen
 class Reply:
     lines: tuple[tuple[str, str], ...]  # (code, text) per line, continuations carry their code
@@ -43,7 +47,10 @@ def command(path: str | Path, cmd: str, timeout: float = TIMEOUT) -> Reply:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(str(path))
+            try:
+                sock.connect(str(path))
+            except OSError as exc:
+                raise BirdUnreachable(f"unable to talk to BIRD on {path}: {exc.strerror or exc}") from None
             stream = sock.makefile("rwb")
             hello = _read(stream)
             if hello.code != "0001":
@@ -92,7 +99,8 @@ def configure(path: str | Path) -> str:
 
 @attrs.frozen
 class Protocol:
-    """One row of ``show protocols``."""
+    """One row of ``show protocols``; ``details``: the lines ``show protocols all``
+    prints under it (``  BGP state:          Established``)."""
 
     name: str
     proto: str
@@ -100,23 +108,29 @@ class Protocol:
     state: str
     since: str
     info: str
+    details: tuple[str, ...] = ()
 
 
 HEADINGS = ["name", "proto", "table", "state", "since", "info"]
 
 
-def protocols(path: str | Path) -> list[Protocol]:
-    """The rows of ``show protocols`` (the info column joined back into one string)."""
-    reply = command(path, "show protocols")
+def protocols(path: str | Path, details: bool = False) -> list[Protocol]:
+    """The rows of ``show protocols`` (the info column joined back into one string);
+    with ``details``, of ``show protocols all``, each with the lines under it."""
+    reply = command(path, "show protocols all" if details else "show protocols")
     if reply.failed:
         raise BirdError(reply.text)
-    rows = []
+    rows: list[tuple[list[str], list[str]]] = []
+    below: list[str] | None = None  # the detail lines of the row being read
     for code, text in reply.lines:
         if code == "2002":
             if [h.lower() for h in text.split()] != HEADINGS:
                 raise BirdError("unknown BIRD table output format")
         elif code == "1002":
             cols = text.split()
-            if len(cols) >= 5:
-                rows.append(Protocol(*cols[:5], info=" ".join(cols[5:])))
-    return rows
+            below = [] if len(cols) >= 5 else None
+            if below is not None:
+                rows.append((cols, below))
+        elif code == "1006" and below is not None and text:
+            below.append(text)
+    return [Protocol(*cols[:5], info=" ".join(cols[5:]), details=tuple(lines)) for cols, lines in rows]
