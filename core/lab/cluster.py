@@ -330,6 +330,18 @@ class Lab:
 
     # --- status -------------------------------------------------------------
 
+    def etcd_pid(self) -> int | None:
+        """The pid of the lab's running etcd, if any."""
+        return next((p.pid for p in self.processes if p.name == "etcd" and p.alive()), None)
+
+    def start_etcd(self, timeout: float = 20.0) -> int:
+        """Start etcd again on its data directory (after ``stop`` or a kill, which keep
+        it), and wait until it is healthy; its pid."""
+        if self.etcd_pid() is not None:
+            raise LabError(f"etcd already runs in lab {self.name!r}")
+        self._start_etcd(timeout)
+        return self.etcd_pid()
+
     def etcd_healthy(self) -> bool:
         return netns.exists(self.cp_netns) and etcd.healthy(
             self.cp_netns, self.etcd_endpoints[0])

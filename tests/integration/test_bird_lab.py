@@ -245,10 +245,19 @@ def test_mesh_3_nodes(make_lab):
         assert set(established(lab, name)) == {ips[o] for o in ("node1", "node2") if o != name}
     assert ping(lab, all_pods[0], all_pods[1].ip)
 
-    # Even a SIGKILLed agent takes its BIRD along (parent-death signal).
+    # A SIGKILLed agent leaves its BIRD running, and the next agent adopts it: no new
+    # BIRD, no session restarted (tests/integration/test_agent_resilience.py measures more).
     node2_bird = bird_pid(lab, "node2")
+    wait_for(lambda: len(sessions(lab, "node2")) == 1, what="node2's BIRD to drop its protocol for node3")
+    since = {s["peer"]: s["since"] for s in sessions(lab, "node2")}
     os.kill(lab.agent_pid("node2"), signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{node2_bird}").exists(), timeout=10, what="node2's BIRD to end")
+    wait_for(lambda: lab.agent_pid("node2") is None, what="node2's agent to die")
+    assert bird_pid(lab, "node2") == node2_bird
+    lab.start_agent("node2")
+    wait_for(lambda: "adopted" in (lab.state_dir / "logs" / "calico-node-node2.log").read_text(),
+             what="node2's new agent to adopt BIRD")
+    assert bird_pid(lab, "node2") == node2_bird
+    assert {s["peer"]: s["since"] for s in sessions(lab, "node2")} == since
 
 
 def test_route_reflectors_6_nodes(lab_state_root, lab_name, capsys):

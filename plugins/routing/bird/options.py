@@ -52,3 +52,13 @@ class Options:
     @property
     def pid_file(self) -> Path:
         return Path(self.config_dir) / "bird.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """BIRD's output (read into the agent's log; a file, so BIRD outlives the agent)."""
+        return Path(self.config_dir) / "bird.log"
+
+    @property
+    def loaded_file(self) -> Path:
+        """Which configuration the running BIRD has loaded, for the agent that adopts it."""
+        return Path(self.config_dir) / "bird.loaded"

@@ -7,10 +7,15 @@ BIRD check them (``bird -p -c``), move them into place, then reload BIRD
 it runs differs from the rendered one, so a pass that changes nothing touches no
 session. A configuration BIRD refuses is never installed: the running BIRD keeps the
 last good one, and the refusal is raised (the pass reports it) and kept for status.
+
+Which files the running BIRD has loaded is also kept on disk (``bird.loaded``: BIRD's pid
+and a digest of the files), so that an agent that adopts the BIRD an earlier agent left
+running knows whether it must reload it: after a restart with nothing changed, none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,6 +40,13 @@ def read_files(directory: Path) -> dict[str, str | None]:
         except FileNotFoundError:
             out[name] = None
     return out
+
+
+def digest(texts: dict[str, str | None]) -> str:
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(f"{name}\0{texts.get(name)}\0".encode())
+    return h.hexdigest()
 
 
 def check(bird: str, config_file: Path) -> None:
@@ -64,7 +76,7 @@ class Speaker:
     def __init__(self, options: Options, bird: str = "bird"):
         self.options = options
         self.bird = bird
-        self.daemon = Daemon(options.config_file, options.socket, options.pid_file, bird)
+        self.daemon = Daemon(options.config_file, options.socket, options.pid_file, options.log_file, bird)
         self.lock = threading.Lock()
         self.loaded: dict[str, str | None] | None = None  # what the running BIRD was given
         self.loaded_generation = 0
@@ -77,7 +89,12 @@ class Speaker:
             self.problems = problems
             directory = Path(self.options.config_dir)
             changes: list[str] = []
-            if read_files(directory) != texts:
+            on_disk = read_files(directory)
+            if self.daemon.pid is not None and self.daemon.generation != self.loaded_generation:
+                # Restarted by its supervisor since our last look: it read what the disk
+                # holds, which only this method changes, below.
+                self._loaded(on_disk)
+            if on_disk != texts:
                 try:
                     install(directory, texts, self.bird)
                 except ConfigRejected as exc:
@@ -87,11 +104,11 @@ class Speaker:
             self.rejected = ""
             if self.daemon.pid is None:
                 pid = self.daemon.start()
-                changes.append(f"bird started (pid {pid})")
-                self._loaded(texts)
-            if self.daemon.generation != self.loaded_generation:
-                # Restarted by its supervisor: it read whatever the disk held then.
-                self._loaded(read_files(directory))
+                if self.daemon.adopted:
+                    self._adopted(pid, directory)
+                else:
+                    changes.append(f"bird started (pid {pid})")
+                    self._loaded(texts)
             if self.loaded != texts:
                 self.loaded = None  # unknown until BIRD confirms
                 control.configure(self.options.socket)
@@ -101,6 +118,23 @@ class Speaker:
 
     def _loaded(self, texts: dict) -> None:
         self.loaded = dict(texts)
+        self.loaded_generation = self.daemon.generation
+        pid = self.daemon.pid
+        if pid is not None:
+            marker = self.options.loaded_file
+            staged = marker.with_name(f".{marker.name}-{os.getpid()}")
+            staged.write_text(f"{pid} {digest(texts)}\n")
+            os.replace(staged, marker)
+
+    def _adopted(self, pid: int, directory: Path) -> None:
+        """The files an adopted BIRD runs: those on disk if the marker says it loaded
+        them, else unknown (the caller reloads it)."""
+        on_disk = read_files(directory)
+        try:
+            marker = self.options.loaded_file.read_text().split()
+        except OSError:
+            marker = []
+        self.loaded = on_disk if marker == [str(pid), digest(on_disk)] else None
         self.loaded_generation = self.daemon.generation
 
     def stop(self) -> None:
