@@ -11,6 +11,7 @@ calicoctl's version-mismatch check compares with) and ``datastoreReady``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -33,8 +34,33 @@ def node_address(config: Config, detect: Callable[[str], object] | None = None) 
     if ip != "autodetect":
         return ip
     if detect is None:
-        from pycalico.core.autodetect import detect
-    return str(detect(config.node.ip_autodetection_method).address)
+        detect = PolledDetect()
+    return str(detect(config.node.ip_autodetection_method, config.node.autodetect_poll_seconds).address)
+
+
+class PolledDetect:
+    """Address detection whose answer is kept for ``[node] autodetect_poll_seconds``, as
+    calico-node's address monitor re-checks on its poll interval rather than on every
+    datastore change. A failed detection is not kept: the next pass tries again."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, detect: Callable | None = None):
+        self._clock = clock
+        self._detect = detect
+        self._kept: tuple[str, float, object] | None = None  # method, when, address
+
+    def __call__(self, method: str, poll_seconds: float) -> object:
+        now = self._clock()
+        if self._kept is not None:
+            kept_method, when, address = self._kept
+            if kept_method == method and now - when < poll_seconds:
+                return address
+        if self._detect is None:
+            from pycalico.core.autodetect import detect as found
+
+            self._detect = found
+        address = self._detect(method)
+        self._kept = (method, now, address)
+        return address
 
 
 def desired_node(current: Node | None, name: str, address: str | None, as_number: int | None) -> Node:

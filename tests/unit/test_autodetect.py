@@ -68,3 +68,29 @@ def test_can_reach_uses_the_kernels_source_choice():
     # error names the source the kernel chose.
     with pytest.raises(AutodetectError, match="source 127.0.0.1 is on no up interface"):
         choose(parse_method("can-reach=127.0.0.1"), FOUND)
+
+
+def test_a_detected_address_is_trusted_for_the_poll_interval():
+    from pycalico.core.registration import PolledDetect
+
+    now, calls = [100.0], []
+
+    def detect(method):
+        calls.append(method)
+        if method == "interface=gone":
+            raise ValueError("no interface matches")
+        return f"address {len(calls)}"
+
+    polled = PolledDetect(clock=lambda: now[0], detect=detect)
+    assert polled("first-found", 60) == "address 1"
+    now[0] += 59
+    assert polled("first-found", 60) == "address 1"  # within the interval: no interface dump
+    now[0] += 1
+    assert polled("first-found", 60) == "address 2"  # the interval is over: read again
+    assert polled("can-reach=198.51.100.1", 60) == "address 3"  # another method is not the same answer
+    assert polled("can-reach=198.51.100.1", 0) == "address 4"  # 0: every pass
+    with pytest.raises(ValueError):
+        polled("interface=gone", 60)
+    with pytest.raises(ValueError):
+        polled("interface=gone", 60)  # a failure is never kept
+    assert calls.count("interface=gone") == 2
