@@ -54,6 +54,7 @@ class Intervals:
     resync_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400))
     coalesce_seconds: float = attrs.field(default=0.1, validator=in_range(0, 10))
     reporting_seconds: float = attrs.field(default=30.0, validator=in_range(0, 86400))
+    reporting_ttl_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400))
 
 
 @attrs.frozen
@@ -72,12 +73,14 @@ class Endpoint:
     port: int = attrs.field(default=9099, validator=in_range(1, 65535))
 
 
-def _health() -> Endpoint:
-    return Endpoint(enabled=True, host="localhost", port=9099)
+@attrs.frozen
+class MetricsEndpoint(Endpoint):
+    """``[metrics]``: Felix's Prometheus defaults (off, every address, 9091), also when
+    the table names only some of its keys."""
 
-
-def _metrics() -> Endpoint:
-    return Endpoint(enabled=False, host="0.0.0.0", port=9091)
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=9091, validator=in_range(1, 65535))
 
 
 def _check_ip(value: str) -> None:
@@ -104,6 +107,9 @@ class NodeSettings:
     ip: str = attrs.field(default="autodetect", validator=validated(_check_ip))
     ip_autodetection_method: str = attrs.field(default="first-found", validator=validated(_check_method))
     as_number: int | None = attrs.field(default=None, validator=in_range(1, 4294967295))
+    # Calico's AUTODETECT_POLL_INTERVAL: how long a detected address is trusted before
+    # the interfaces are read again (a dump of every veth on a busy node).
+    autodetect_poll_seconds: float = attrs.field(default=60.0, validator=in_range(0, 86400))
 
 
 @attrs.frozen
@@ -111,6 +117,126 @@ class Plugins:
     """Hook-only plugins (observers, exporters) found through entry points."""
 
     disabled: tuple[str, ...] = ()
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ValueError says why not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{text!r} is not host:port (e.g. 198.51.100.2:5473)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: port must be between 1 and 65535")
+    if not host or "/" in host or (":" in host and not text.startswith("[")):
+        raise ValueError(f"{text!r} is not host:port (an IPv6 host goes in brackets: [2001:db8::2]:5473)")
+    return host, int(port)
+
+
+def _address_problems(addresses: tuple[str, ...]) -> list[FieldError]:
+    problems = []
+    for i, text in enumerate(addresses):
+        try:
+            split_address(text)
+        except ValueError as exc:
+            problems.append(FieldError(f"addresses[{i}]", str(exc)))
+    return problems
+
+
+def _tls_problems(owner: Any, files: tuple[str, ...], names: tuple[str, str], side: str) -> list[FieldError]:
+    """Calico's rule for one side's TLS settings: all or none, except that one of the
+    two peer names (CN, URI SAN) may stay empty; and the files must exist."""
+    keys = (*files, *names)
+    problems = [FieldError(f, f"no such file: {getattr(owner, f)}") for f in files
+                if getattr(owner, f) and not os.path.isfile(getattr(owner, f))]
+    if not any(getattr(owner, k) for k in keys):
+        return problems
+    rule = f"{side} TLS is all or none: {', '.join(files)} and {names[0]} or {names[1]}"
+    problems += [FieldError(f, f"is required ({rule})") for f in files if not getattr(owner, f)]
+    if not any(getattr(owner, n) for n in names):
+        problems.append(FieldError(names[0], f"{names[0]} or {names[1]} is required ({rule})"))
+    return problems
+
+
+def _raise_all(problems: list[FieldError], what: str) -> None:
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ExceptionGroup(what, problems)
+
+
+class _TLSSettings:
+    @property
+    def tls(self) -> bool:
+        """TLS is on (its settings are all or none)."""
+        return bool(getattr(self, "cert_file"))
+
+
+def _typha_health() -> Endpoint:
+    return Endpoint(enabled=True, host="localhost", port=9098)
+
+
+def _typha_metrics() -> Endpoint:
+    return Endpoint(enabled=False, host="0.0.0.0", port=9093)
+
+
+@attrs.frozen
+class TyphaServer(_TLSSettings):
+    """calico-typha's own settings: Typha's ``Server*``, ``MaxConnectionsUpperLimit``,
+    ``ConnectionDropIntervalSecs``, TLS, health and metrics parameters
+    (``typha/pkg/config/config_params.go``), with Calico's defaults."""
+
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=5473, validator=in_range(1, 65535))
+    max_connections: int = attrs.field(default=10000, validator=in_range(1, 1_000_000))
+    max_message_size: int = attrs.field(default=100, validator=in_range(1, 100_000))
+    max_fall_behind_seconds: float = attrs.field(default=300.0, validator=in_range(0.1, 86400))
+    new_client_fall_behind_grace_seconds: float = attrs.field(default=300.0, validator=in_range(0, 86400))
+    ping_interval_seconds: float = attrs.field(default=10.0, validator=in_range(0.05, 3600))
+    pong_timeout_seconds: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
+    handshake_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    drop_interval_seconds: float = attrs.field(default=1.0, validator=in_range(0.01, 3600))
+    key_file: str = ""
+    cert_file: str = ""
+    ca_file: str = ""
+    client_cn: str = ""
+    client_uri_san: str = ""
+    health: Endpoint = attrs.field(factory=_typha_health)
+    metrics: Endpoint = attrs.field(factory=_typha_metrics)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _tls_problems(self, ("key_file", "cert_file", "ca_file"), ("client_cn", "client_uri_san"), "server")
+        if self.pong_timeout_seconds <= 2 * self.ping_interval_seconds:
+            # Calico silently raises it to 6 pings; a file that says otherwise is refused.
+            problems.append(FieldError("pong_timeout_seconds", f"must be more than twice ping_interval_seconds "
+                                       f"({self.ping_interval_seconds:g}), got {self.pong_timeout_seconds:g}"))
+        _raise_all(problems, "invalid [typha.server]")
+
+
+@attrs.frozen
+class Typha(_TLSSettings):
+    """Where the agent finds calico-typha: Felix's ``TyphaAddr`` (a list here: tried
+    in turn from a random start), ``TyphaReadTimeout``, ``TyphaWriteTimeout`` and
+    client TLS (``TyphaCAFile``, ``TyphaCertFile``, ``TyphaKeyFile``, ``TyphaCN``,
+    ``TyphaURISAN``). No addresses: the agent watches the datastore itself.
+    ``server`` configures calico-typha, which reads the same file."""
+
+    addresses: tuple[str, ...] = ()
+    read_timeout_seconds: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
+    write_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    cn: str = ""
+    uri_san: str = ""
+    server: TyphaServer = attrs.field(factory=TyphaServer)
+
+    def __attrs_post_init__(self) -> None:
+        # Checked here rather than in field validators so that a problem can name the
+        # list item (``addresses[1]``) or the key that is missing.
+        problems = _address_problems(self.addresses)
+        problems += _tls_problems(self, ("key_file", "cert_file", "ca_file"), ("cn", "uri_san"), "Typha client")
+        _raise_all(problems, "invalid [typha]")
 
 
 @attrs.frozen
@@ -126,8 +252,9 @@ class Config:
     node: NodeSettings = attrs.field(factory=NodeSettings)
     intervals: Intervals = attrs.field(factory=Intervals)
     logging: Logging = attrs.field(factory=Logging)
-    health: Endpoint = attrs.field(factory=_health)
-    metrics: Endpoint = attrs.field(factory=_metrics)
+    health: Endpoint = attrs.field(factory=Endpoint)
+    metrics: MetricsEndpoint = attrs.field(factory=MetricsEndpoint)
+    typha: Typha = attrs.field(factory=Typha)
     plugins: Plugins = attrs.field(factory=Plugins)
 
     def slot(self, name: str) -> Slot:
@@ -166,12 +293,15 @@ SchemaLookup = Callable[[str, str], "type | None"]
 Installed = Callable[[str], list[str]]
 
 
-def parse(text: str, source: str = "<string>") -> Config:
-    """Structure calico.toml text without plugin tables (the file's own keys only)."""
+def parse(text: str, source: str = "<string>", only: tuple[str, ...] = ()) -> Config:
+    """Structure calico.toml text without plugin tables (the file's own keys only);
+    with ``only``, just those top-level keys (the rest keep their defaults)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"invalid TOML: {exc}"]) from None
+    if only:
+        data = {key: value for key, value in data.items() if key in only}
     try:
         return _converter.structure(data, Config)
     except Exception as exc:  # cattrs raises an exception group of every problem

@@ -14,6 +14,7 @@ class JsonFormatter(logging.Formatter):
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
+            "component": _component,
             "logger": record.name,
             "msg": record.getMessage(),
         }

@@ -6,6 +6,10 @@ timeout. The loop thread drains a burst of messages, folds them into the cache a
 runs one pass: compute the desired state, call the routing then the policy
 reconciler, report. Reconcilers are level-based, so a pass is safe to run at any
 time; the loop only decides *when*.
+
+Around it: the status reporter's thread (``core/status.py``) and, for calico-node,
+the ``[health]`` and ``[metrics]`` listeners, which read the loop's state
+(``liveness``, ``readiness``, ``metrics``) from their own threads.
 """
 
 from __future__ import annotations
@@ -14,20 +18,25 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from pycalico.core import calc, logs, registration
+from pycalico.core import calc, health, logs, metrics, registration, status
 from pycalico.core import config as cfg
-from pycalico.core.datastore import Datastore, DatastoreError, Event, Snapshot
+from pycalico.core.datastore import Datastore, DatastoreError, DatastoreUnavailable, Event, Snapshot
+from pycalico.core.listener import Listeners, Response
 from pycalico.core.plugins import Plugins, Registry
 from pycalico.core.report import PassReport, Reason
 
 log = logging.getLogger(__name__)
 
 RECONCILED_SLOTS = ("routing", "policy")
+# Kinds no reconciler reads: the status reporter follows CalicoNodeStatus on its own
+# watch, and its writes must not each cost the agent a pass.
+UNREAD_KINDS = frozenset({"CalicoNodeStatus"})
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 
@@ -41,11 +50,16 @@ class _Unavailable:
     error: str
 
 
+def _chosen_name(plugins: Plugins, group: str) -> str:
+    return plugins.config.slot(group).type if group in cfg.SLOTS else "hook-only plugins"
+
+
 class Loop:
     def __init__(self, config_path: str | Path, registry: Registry | None = None, watch_config: bool = True,
-                 own_logging: bool = False):
+                 own_logging: bool = False, serve: bool = False):
         """``own_logging``: the process's logging is this loop's to set (calico-node), so a
-        reload applies a changed ``[logging]`` table."""
+        reload applies a changed ``[logging]`` table. ``serve``: run the ``[health]`` and
+        ``[metrics]`` listeners while the loop runs (calico-node)."""
         self.config_path = Path(config_path)
         self._registry = registry or Registry()
         self._watch_config = watch_config
@@ -59,9 +73,19 @@ class Loop:
         self.passes = 0
         self.last_report: PassReport | None = None
         self.last_config_error: str | None = None
+        self.datastore_error: str | None = None  # why the sync fails now; None while it follows
+        self._serve_http = serve
+        self._listeners = Listeners()
+        self._loop_thread: threading.Thread | None = None
+        self._tick = time.monotonic()
+        self._last_readiness: list[str] | None = None
+        self.metrics = metrics.LoopMetrics()
+        self.started = time.time()
+        self._status: status.StatusReporter | None = None
         self._written = cfg.read(self.config_path)  # as in the file, before plugins bind it
         self.plugins = Plugins.load(self._written, str(self.config_path), self._registry)
         self._datastore: Datastore | None = None
+        self._detect = registration.PolledDetect()
         self._writer: Datastore | None = None  # for the node step's writes; not the sync's
 
     @property
@@ -72,7 +96,12 @@ class Loop:
 
     def run(self, once: bool = False) -> None:
         """Run until ``stop()``; with ``once``, return after the first synced pass."""
+        self._loop_thread = threading.current_thread()
+        self._tick = time.monotonic()
+        self._apply_listeners()
         self._start_sync()
+        if not once:  # a one-shot run is no agent to report on
+            self._start_status()
         if self._watch_config:
             self._spawn("config-watch", self._watch_config_file)
         try:
@@ -93,8 +122,23 @@ class Loop:
 
     def _start_sync(self) -> None:
         self._sync_stop = threading.Event()
-        self._datastore = self.plugins.datastore()
-        self._spawn("sync", self._sync, self._datastore, self._sync_stop)
+        connect: Callable[[], Any] = self.plugins.datastore
+        if self.config.typha.addresses:
+            # Read through Typha when calico.toml names it; the node step's writes
+            # still go to the datastore slot.
+            from pycalico.core.typha.client import TyphaClient
+
+            typha, hostname = self.config.typha, self.config.hostname
+            connect = lambda: TyphaClient(typha, hostname)  # noqa: E731 - the sync calls it once
+        self._spawn("sync", self._sync, connect, self._sync_stop)
+
+    def _start_status(self) -> None:
+        self._status = status.StatusReporter(lambda: self.plugins, self.started).start()
+
+    def _stop_status(self, down: bool = False) -> None:
+        if self._status is not None:
+            self._status.stop(down)
+            self._status = None
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -109,31 +153,81 @@ class Loop:
 
     def _shutdown(self) -> None:
         self._stop.set()
+        self._stop_status(down=True)
         self._stop_sync()
         self._close_writer()
         for thread in self._threads:
             thread.join(timeout=5)
         self.plugins.unconfigure()
+        self._listeners.close()
+
+    # -- health ------------------------------------------------------------------------
+
+    def _apply_listeners(self) -> None:
+        if not self._serve_http:
+            return
+        self._listeners.apply({
+            "health": (self.config.health, health.routes(self.liveness, self.readiness)),
+            "metrics": (self.config.metrics, {"/metrics": self.scrape}),
+        })
+
+    def scrape(self) -> Response:
+        """``/metrics``: the loop's samples, then the plugins'."""
+        samples = self.metrics.samples(self.in_sync, ready=not self.readiness())
+        return metrics.response(samples + self.plugins.metrics())
+
+    def liveness(self) -> list[str]:
+        """Why the agent is not live (empty: it is); safe from any thread."""
+        thread = self._loop_thread
+        running = thread is not None and thread.is_alive() and not self._stop.is_set()
+        return health.liveness_reasons(running, time.monotonic() - self._tick)
+
+    def readiness(self) -> list[str]:
+        """Why the agent is not ready (empty: it is); safe from any thread. A change
+        from the last answer is logged, as Felix logs its health changing."""
+        reasons = health.readiness_reasons(
+            self.in_sync, self.last_report, self.datastore_error, self.last_config_error,
+            self.plugins.readiness(),
+        )
+        if reasons != self._last_readiness:
+            # Not ready while starting is expected; losing readiness is worth a warning.
+            was_ready = self._last_readiness == []
+            self._last_readiness = reasons
+            if reasons:
+                log.log(logging.WARNING if was_ready else logging.INFO, "not ready: %s", "; ".join(reasons))
+            else:
+                log.info("ready")
+        return reasons
 
     # -- producers -----------------------------------------------------------------
 
-    def _sync(self, store: Datastore, stop: threading.Event) -> None:
-        """Snapshot then watch; on failure wait and start over with a new snapshot."""
+    def _sync(self, connect: Callable[[], Datastore], stop: threading.Event) -> None:
+        """Connect, snapshot, then watch; on failure wait and start over with a new
+        snapshot. An agent started while the datastore is down keeps trying (and says
+        so on /readiness) instead of exiting."""
         failures = 0
-        while not stop.is_set():
-            try:
-                snapshot = store.snapshot()
-                self._queue.put(snapshot)
-                failures = 0
-                for event in store.watch(snapshot.revision, stop):
-                    self._queue.put(event)
-                return
-            except DatastoreError as exc:
-                self._queue.put(_Unavailable(str(exc)))
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.warning("datastore: %s; resyncing in %.1fs", exc, delay)
-                stop.wait(delay)
+        store: Datastore | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if store is None:
+                        store = self._datastore = connect()
+                    snapshot = store.snapshot()
+                    self._queue.put(snapshot)
+                    failures = 0
+                    for event in store.watch(snapshot.revision, stop):
+                        self._queue.put(event)
+                    if not stop.is_set():
+                        raise DatastoreUnavailable("the watch ended")
+                except DatastoreError as exc:
+                    self._queue.put(_Unavailable(str(exc)))
+                    delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                    failures += 1
+                    log.warning("datastore: %s; resyncing in %.1fs", exc, delay)
+                    stop.wait(delay)
+        finally:
+            if store is not None and stop.is_set():
+                store.close()  # connected after _stop_sync looked: nobody else will
 
     def _watch_config_file(self) -> None:
         import watchfiles  # only the long-running agent needs it
@@ -151,10 +245,14 @@ class Loop:
     def _serve(self, once: bool) -> None:
         next_resync = time.monotonic() + self.config.intervals.resync_seconds
         while not self._stop.is_set():
-            timeout = max(0.0, next_resync - time.monotonic())
+            self._tick = time.monotonic()
+            timeout = max(0.0, next_resync - self._tick)
             try:
-                burst = [self._queue.get(timeout=timeout)]
+                # Wake at least every tick, so liveness sees the loop turning.
+                burst = [self._queue.get(timeout=min(timeout, health.TICK_SECONDS))]
             except queue.Empty:
+                if time.monotonic() < next_resync:
+                    continue
                 burst = []
             burst += self._drain()
             if self._stop.is_set():
@@ -183,11 +281,16 @@ class Loop:
         reason: Reason | None = None
         for item in burst:
             if isinstance(item, Snapshot):
+                self.metrics.resync_started()
                 self.cache.replace(item)
                 self.in_sync = True
+                self.datastore_error = None
                 reason = "sync"
             elif isinstance(item, Event):
+                if calc.key_of(item.resource)[0] in UNREAD_KINDS:
+                    continue
                 self.cache.apply(item)
+                self.datastore_error = None
                 reason = reason or "update"
             elif isinstance(item, _ConfigChanged):
                 if self._reload_config():
@@ -195,35 +298,54 @@ class Loop:
             elif isinstance(item, _Unavailable):
                 # Keep the cache and the kernel as they are: forwarding and enforcement
                 # go on with what we have until the datastore is back.
-                log.debug("datastore unavailable: %s", item.error)
+                self.datastore_error = item.error
+                self.metrics.datastore_failed()
         return reason
 
     def _reload_config(self) -> bool:
+        """Apply calico.toml as it is now on disk; whether anything changed.
+
+        Only what changed restarts: a slot whose plugin or options changed has the new
+        plugin configured, then the old one unconfigured (a plugin kept with new
+        options, BIRD's, keeps its daemon running); the other slots' plugins and the
+        sync go on untouched, unless the datastore (or Typha) changed. A file that cannot
+        be used is refused whole, and the last good config keeps running."""
         try:
             written = cfg.read(self.config_path)
             if written == self._written:
+                self.last_config_error = None  # the file in force is back on disk
                 return False
-            plugins = Plugins.load(written, str(self.config_path), self._registry)
+            plugins = Plugins.load(written, str(self.config_path), self._registry, configure=False)
         except Exception as exc:  # a bad file or a broken plugin: keep what runs
             self.last_config_error = str(exc)
+            self.metrics.reloaded(applied=False)
             log.error("config reload refused, keeping the last good config: %s", str(exc).replace("\n", "; "))
             return False
+        old, self._written = self.plugins, written
+        changed = old.changed(plugins)
         self.last_config_error = None
-        self._written = written
-        datastore_changed = plugins.config.datastore != self.config.datastore
-        if self._own_logging and plugins.config.logging != self.config.logging:
+        self.metrics.reloaded(applied=True)
+        if self._own_logging and plugins.config.logging != old.config.logging:
             logs.setup(plugins.config.logging)
-        self.plugins.unconfigure()
+        # What the sync reads through: the datastore slot, or the Typhas in front of it.
+        resync = "datastore" in changed or plugins.config.typha != old.config.typha
+        if resync:
+            # Its stores close with its plugin: stop the sync, the writer and the
+            # status reports first.
+            self._stop_status()
+            self._stop_sync()
+            self._close_writer()
+        plugins.configure(changed)
+        old.unconfigure(changed)
         self.plugins = plugins
-        self._close_writer()
-        # The old plugins' unconfigure closed the stores they opened, the sync's among
-        # them: resync through the new ones. The cache stays, so nothing is removed
-        # meanwhile unless the datastore itself changed.
-        self._stop_sync()
-        if datastore_changed:
+        if resync:
+            # A new datastore's snapshot replaces the cache; until then no pass runs.
             self.in_sync = False
-        self._start_sync()
-        log.info("config reloaded from %s", self.config_path)
+            self._start_sync()
+            self._start_status()
+        self._apply_listeners()
+        restarted = ", ".join(f"{g} {_chosen_name(old, g)} -> {_chosen_name(plugins, g)}" for g in changed)
+        log.info("config reloaded from %s%s", self.config_path, f"; restarted: {restarted}" if changed else "")
         return True
 
     def _reconcile_node(self, state: calc.DesiredState) -> list[str]:
@@ -231,7 +353,7 @@ class Loop:
         keep there (tunnel addresses); before routing, whose input they are."""
         if self._writer is None:
             self._writer = self.plugins.datastore()
-        lines = registration.register(state, self.config, self._writer)
+        lines = registration.register(state, self.config, self._writer, self._detect)
         ipam = self.plugins.ipam(self._writer) if self.config.ipam.type != cfg.NONE else None
         return lines + list(self.plugins.reconcile_node(state, self._writer, ipam))
 
@@ -240,14 +362,17 @@ class Loop:
         state = calc.compute(self.cache, self.config.hostname)
         changes: dict[str, tuple[str, ...]] = {}
         errors: dict[str, str] = {}
+        timings: dict[str, float] = {}
         steps = [("node", lambda: self._reconcile_node(state))]
         steps += [(slot, lambda slot=slot: self.plugins.reconcile(slot, state)) for slot in RECONCILED_SLOTS]
         for name, step in steps:
+            began = time.perf_counter()
             try:
                 changes[name] = tuple(step())
             except Exception as exc:  # a failed step must not stop the others or the loop
                 log.exception("%s reconcile failed", name)
                 errors[name] = f"{type(exc).__name__}: {exc}"
+            timings[name] = time.perf_counter() - began
         self.passes += 1
         report = PassReport(
             number=self.passes,
@@ -257,8 +382,10 @@ class Loop:
             duration=time.perf_counter() - clock,
             changes=changes,
             errors=errors,
+            timings=timings,
         )
         self.last_report = report
+        self.metrics.passed(report, state)
         log.info("%s", report.summary())
         if log.isEnabledFor(logging.DEBUG):
             for step, lines in changes.items():

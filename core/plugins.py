@@ -7,7 +7,7 @@ so every hook has one caller that shows how it is used.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -16,7 +16,9 @@ import pluggy
 from pycalico.core import config as cfg
 from pycalico.core.calc import DesiredState
 from pycalico.core.datastore import Datastore
+from pycalico.core.metrics import Sample
 from pycalico.core.report import PassReport
+from pycalico.core.resources.nodestatus import CalicoNodeStatusStatus
 from pycalico.hooks import spec
 
 HOOK_ONLY = "plugins"
@@ -104,16 +106,37 @@ class Plugins:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(str(exc)) from exc
+        plugins = cls(pm, config)
         if configure:
-            pm.hook.pycalico_configure.call_historic(kwargs={"config": config})
-        return cls(pm, config)
+            plugins.configure()
+        return plugins
 
     def names(self) -> list[str]:
         """Registered plugins as ``slot:name``."""
         return sorted(name for name, _ in self._pm.list_name_plugin())
 
-    def unconfigure(self) -> None:
-        self._pm.hook.pycalico_unconfigure(config=self.config)
+    def configure(self, groups: Collection[str] | None = None) -> None:
+        """``pycalico_configure`` for every plugin, or those of ``groups`` (slot names,
+        ``plugins`` for the hook-only ones) alone."""
+        if groups is None:
+            self._pm.hook.pycalico_configure.call_historic(kwargs={"config": self.config})
+        else:
+            self._call_only(groups, "pycalico_configure", config=self.config)
+
+    def unconfigure(self, groups: Collection[str] | None = None) -> None:
+        """``pycalico_unconfigure`` for every plugin, or those of ``groups`` alone."""
+        if groups is None:
+            self._pm.hook.pycalico_unconfigure(config=self.config)
+        else:
+            self._call_only(groups, "pycalico_unconfigure", config=self.config)
+
+    def changed(self, other: Plugins) -> list[str]:
+        """The groups whose plugin or plugin options differ in ``other``: the slots
+        (``datastore``...), and ``plugins`` when the hook-only set changed."""
+        groups = [s for s in cfg.SLOTS if _chosen(self.config, s) != _chosen(other.config, s)]
+        if self.config.plugins != other.config.plugins:
+            groups.append(HOOK_ONLY)
+        return groups
 
     def datastore(self) -> Datastore:
         store = self._pm.hook.pycalico_datastore(config=self.config)
@@ -135,8 +158,37 @@ class Plugins:
     def pass_done(self, report: PassReport) -> None:
         self._pm.hook.pycalico_pass_done(report=report)
 
+    def readiness(self, slot: str | None = None) -> list[str]:
+        """Every plugin's reasons not to be ready (only ``slot``'s plugin, if given)."""
+        if slot is None:
+            return list(_lines(self._pm.hook.pycalico_readiness(config=self.config)))
+        return list(_lines(self._call_only((slot,), "pycalico_readiness", config=self.config)))
+
+    def metrics(self) -> list[Sample]:
+        return [sample for samples in self._pm.hook.pycalico_metrics(config=self.config) if samples for sample in samples]
+
+    def _call_only(self, groups: Collection[str], hook: str, **kwargs: Any) -> list:
+        """``hook`` called on the plugins registered for ``groups`` alone, in pluggy's
+        order; their results. (Not pluggy's subset caller: it needs hashable plugins.)"""
+        chosen = [plugin for name, plugin in self._pm.list_name_plugin() if name.split(":", 1)[0] in groups]
+        results = []
+        for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
+            if any(impl.plugin is plugin for plugin in chosen):
+                results.append(impl.function(**{arg: kwargs[arg] for arg in impl.argnames}))
+        return results
+
+    def bgp_status(self, classes: Collection[str]) -> CalicoNodeStatusStatus | None:
+        """The routing plugin's reading of its BGP daemon for ``classes``; None when no
+        plugin runs one."""
+        return self._pm.hook.pycalico_bgp_status(config=self.config, classes=tuple(classes))
+
     def node_status(self, state: DesiredState) -> list[tuple[str, str]]:
         return [pair for pairs in self._pm.hook.pycalico_node_status(state=state) if pairs for pair in pairs]
+
+
+def _chosen(config: cfg.Config, slot: str) -> tuple[str, Any]:
+    chosen = config.slot(slot)
+    return chosen.type, chosen.options
 
 
 def _lines(results: list) -> tuple[str, ...]:

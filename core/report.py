@@ -19,6 +19,7 @@ class PassReport:
     duration: float  # seconds
     changes: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)  # slot -> lines
     errors: Mapping[str, str] = attrs.field(factory=dict)  # slot -> message
+    timings: Mapping[str, float] = attrs.field(factory=dict)  # slot -> seconds its step took
 
     @property
     def ok(self) -> bool:

@@ -14,6 +14,7 @@ is instantiated without arguments first.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from pycalico.core.calc import DesiredState
     from pycalico.core.config import Config
     from pycalico.core.datastore import Datastore
+    from pycalico.core.metrics import Sample
     from pycalico.core.report import PassReport
+    from pycalico.core.resources.nodestatus import CalicoNodeStatusStatus
 
 hookspec = pluggy.HookspecMarker("pycalico")
 
@@ -164,6 +167,54 @@ def pycalico_pass_done(report: PassReport) -> None:
         each slot reported, errors and timing.
 
     Must not block: observers that export elsewhere queue the report.
+    """
+
+
+@hookspec
+def pycalico_readiness(config: Config) -> list[str] | None:
+    """Return why this plugin cannot carry traffic now, one short reason per item
+    (``"BGP not established with 198.51.100.12"``); an empty list or None when ready.
+
+    Called for every ``/readiness`` request of the health listener (from its thread,
+    in the agent's network namespace) and by the probe flags of ``calico-node``
+    (``--bird-ready``) in another process, where the plugin is registered but was never
+    configured: read what is true now from the kernel or the daemon's control socket,
+    not only from memory. Must not change anything and must answer within a couple of
+    seconds. Every result counts: the agent is ready only when all are empty.
+    """
+
+
+@hookspec
+def pycalico_metrics(config: Config) -> list[Sample] | None:
+    """Return Prometheus samples this plugin adds to ``[metrics]`` (``/metrics``), with
+    Felix's names where Felix has the figure (``felix_iptables_restore_calls``).
+
+    Called for every scrape, from the metrics listener's thread: return figures the
+    plugin already keeps (counters bumped as it works, sizes it knows), never work per
+    scrape that grows with the dataplane. A family must come from one plugin only.
+    All results are exposed.
+    """
+
+
+@hookspec(firstresult=True)
+def pycalico_bgp_status(config: Config, classes: Collection[str]) -> CalicoNodeStatusStatus | None:
+    """Return what this node's BGP daemon says now, for a CalicoNodeStatus of this node.
+
+    Implemented by the ``routing`` plugin that runs a BGP daemon. Called from the status
+    reporter's thread (``core/nodestatus.py``) when a request for this node appears or
+    changes and then every ``updatePeriodSeconds``: read the daemon, change nothing,
+    answer within a couple of seconds.
+
+    :param config: The configuration in force.
+    :param classes: What the request asks for: ``Agent``, ``BGP`` and/or ``Routes``.
+
+    Return a ``CalicoNodeStatusStatus`` whose part for each class (``agent``, ``bgp``,
+    ``routes``) is filled; the caller takes those parts alone and stamps
+    ``lastUpdated``. A daemon that accepts no connection is no error: return
+    ``nodestatus.NO_BGP_DAEMON`` (daemons NotReady, no sessions, no routes), which is
+    also what the status says when no plugin answers. Raise when the daemon answers
+    unexpectedly: that update is skipped and the resource keeps its last status.
+    Stops at the first non-None result.
     """
 
 

@@ -63,17 +63,20 @@ spec:
 
 
 class Harness:
-    def __init__(self, tmp_path, resources=(), resync=600, watch_config=False, registered=True):
+    def __init__(self, tmp_path, resources=(), resync=600, watch_config=False, registered=True, extra="", serve=False,
+                 policies=None):
+        """``policies``: more policy plugins by name, for a config to switch to."""
         self.path = tmp_path / "calico.toml"
-        self.write(resync=resync)
+        self.write(resync=resync, extra=extra)
         # A registered node: the loop's node step has nothing to write.
         info = registration.desired_cluster_information(None, cfg.read(self.path))
         self.store = MemoryDatastore([info, NODE, *resources] if registered else resources)
         self.routing, self.policy = Recorder("routing"), Recorder("policy")
         registry = Registry(
-            {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing}, "policy": {"rec": self.policy}}
+            {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing},
+             "policy": {"rec": self.policy, **(policies or {})}}
         )
-        self.loop = Loop(self.path, registry, watch_config=watch_config)
+        self.loop = Loop(self.path, registry, watch_config=watch_config, serve=serve)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
 
     def write(self, resync=600, level="info", extra=""):
@@ -114,6 +117,24 @@ def test_a_burst_of_updates_is_one_pass(tmp_path):
         assert h.loop.passes == 2
         assert h.loop.last_report.reason == "update"
         assert len(h.routing.kernel) == 50
+
+
+def test_a_status_write_costs_no_pass(tmp_path):
+    (request,) = load_resources("""
+apiVersion: projectcalico.org/v3
+kind: CalicoNodeStatus
+metadata: {name: node1-status}
+spec: {node: node1, classes: [Agent], updatePeriodSeconds: 10}
+""")
+    with Harness(tmp_path) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.store.put(request)
+        h.store.put(wep("a"))
+        wait_for(lambda: h.loop.passes == 2)
+        h.store.put(request)
+        time.sleep(0.5)
+        assert h.loop.passes == 2
+        assert "CalicoNodeStatus" not in h.routing.states[-1].resources
 
 
 def test_delete_converges_and_a_repeated_state_changes_nothing(tmp_path):
@@ -170,7 +191,8 @@ def test_config_reload_good_and_bad(tmp_path, caplog):
         h.write(level="debug")
         wait_for(lambda: h.loop.config.logging.level == "debug", timeout=5)
         wait_for(lambda: h.loop.last_report.reason == "config")
-        assert h.routing.unconfigured == 1 and h.routing.configured == 2
+        # A change outside the slots restarts no plugin.
+        assert h.routing.unconfigured == 0 and h.routing.configured == 1
 
         h.path.write_text(h.path.read_text() + "\n[health]\nport = 'x'\n")
         wait_for(lambda: h.loop.last_config_error is not None, timeout=5)
@@ -212,3 +234,18 @@ def test_the_node_registers_itself_and_keeps_what_others_set(tmp_path):
         info = h.store._items[("ClusterInformation", "", "default")].spec
         assert info.calico_version == client_version() and info.datastore_ready
         assert len(info.cluster_guid) == 32
+
+
+def test_a_changed_slot_restarts_alone_and_the_sync_goes_on(tmp_path):
+    other = Recorder("policy")
+    with Harness(tmp_path, [wep("a")], watch_config=True, policies={"rec2": other}) as h:
+        wait_for(lambda: h.loop.passes == 1)
+        h.path.write_text(h.path.read_text().replace('[policy]\ntype = "rec"', '[policy]\ntype = "rec2"'))
+        wait_for(lambda: other.kernel == {"node1-k8s-a-eth0"}, timeout=5)
+        assert (h.policy.configured, h.policy.unconfigured) == (1, 1)
+        assert (other.configured, other.unconfigured) == (1, 0)
+        assert (h.routing.configured, h.routing.unconfigured) == (1, 0)
+        assert h.store.snapshots == 1 and not h.store.closed, "the sync was not restarted"
+        h.store.put(wep("b"))
+        wait_for(lambda: other.kernel == {"node1-k8s-a-eth0", "node1-k8s-b-eth0"})
+        assert h.policy.kernel == {"node1-k8s-a-eth0"}, "the old plugin gets no more passes"

@@ -51,6 +51,17 @@ _AFFINITY_KEY = re.compile(r"/calico/ipam/v2/(?:host|virtual)/[^/]+/ipv[46]/bloc
 _HANDLE_KEY = re.compile(r"/calico/ipam/v2/handle/[^/]+")
 
 
+FELIX_STATUS = "/calico/felix/v2/no-region/host/"  # Felix's, with no OpenStack region
+
+
+def felix_status_keys(hostname: str) -> tuple[str, str]:
+    """Felix's status keys for ``hostname``: the live one (under a TTL) and the last
+    report (``libcalico-go/lib/backend/model/statusreports.go``)."""
+    if not hostname or "/" in hostname:
+        raise ValueError(f"hostname {hostname!r} cannot name a status key")
+    return f"{FELIX_STATUS}{hostname}/status", f"{FELIX_STATUS}{hostname}/last_reported_status"
+
+
 class LayoutError(ValueError):
     """A key or value that is not Calico's."""
 

@@ -86,6 +86,18 @@ class EtcdDatastore:
     def close(self) -> None:
         self.conn.close()
 
+    # -- status ---------------------------------------------------------------------
+
+    def report_agent_status(self, hostname: str, report: Any, ttl: float) -> None:
+        """Felix's status report (``report.to_json()``) under this host's status key,
+        leased for ``ttl`` seconds, and as its last reported status, in one
+        transaction; as Felix writes them, with a fresh lease each time."""
+        status, last = keys.felix_status_keys(hostname)
+        value = b64(json.dumps(report.to_json(), separators=(",", ":")))
+        lease = self.conn.request("/lease/grant", {"TTL": max(1, round(ttl))}, write=True)["ID"]
+        self._txn([], [{"request_put": {"key": b64(status), "value": value, "lease": lease}},
+                       {"request_put": {"key": b64(last), "value": value}}], [])
+
     # -- raw requests ---------------------------------------------------------------
 
     def _range(self, start: str, end: str | None = None, *, revision: int | None = None,

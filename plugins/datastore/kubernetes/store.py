@@ -25,6 +25,7 @@ import bisect
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -43,6 +44,7 @@ from pycalico.core.datastore import (
 )
 from pycalico.core.resources import codec
 from pycalico.core.resources.meta import Resource
+from pycalico.core.status import rfc3339
 
 from . import convert, names
 from .api import STRATEGIC_MERGE_PATCH, ApiError, KubeAPI
@@ -329,6 +331,27 @@ class KubernetesDatastore:
                 raise
             return convert.node_to_calico(out)
         raise Conflict("Node", node.name, detail=f"changed {WRITE_RETRIES} times while being updated")
+
+    def set_network_available(self, node: str, available: bool) -> None:
+        """The Kubernetes Node's ``NetworkUnavailable`` condition as calico-node sets it:
+        ``False``/``CalicoIsUp`` when it starts, ``True``/``CalicoIsDown`` when it shuts
+        down; a strategic merge patch of the Node's ``status.conditions`` (keyed by
+        type) through nodes/status, leaving the kubelet's conditions alone."""
+        now = rfc3339(time.time())
+        condition = {
+            "type": "NetworkUnavailable",
+            "status": "False" if available else "True",
+            "reason": "CalicoIsUp" if available else "CalicoIsDown",
+            "message": "Calico is running on this node" if available else "Calico is shutting down on this node",
+            "lastTransitionTime": now,
+            "lastHeartbeatTime": now,
+        }
+        source = KIND_SOURCES["Node"][0]
+        try:
+            self.api.request("PATCH", source.path(None, node, "status"), body={"status": {"conditions": [condition]}},
+                             content_type=STRATEGIC_MERGE_PATCH)
+        except ApiError as exc:
+            raise self._error(exc, "Node", node, None) from None
 
     def _patch_wep(self, wep: Resource, annotations: dict[str, str]) -> Resource:
         """Patch the pod's Calico annotations (``cni.projectcalico.org/podIP``,

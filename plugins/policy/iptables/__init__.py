@@ -53,6 +53,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from pycalico.core import metrics
 from pycalico.core.nsenter import netns_id
 from pycalico.core.policy import PolicyModel
 from pycalico.hooks import hookimpl
@@ -70,6 +71,7 @@ class IptablesPlugin:
 
     def __init__(self) -> None:
         self._dataplanes: dict[tuple[tuple[int, int], Options], Dataplane] = {}
+        self._counters: dict[Dataplane, metrics.PolicyCounters] = {}
         self._lock = threading.Lock()
 
     def dataplane(self, options: Options | None = None) -> Dataplane:
@@ -80,15 +82,16 @@ class IptablesPlugin:
             dp = self._dataplanes.get(key)
             if dp is None:
                 dp = self._dataplanes[key] = Dataplane(options)
+                self._counters[dp] = metrics.PolicyCounters()
             return dp
 
     def reconcile_model(self, model: PolicyModel, options: Options | None = None) -> list[str]:
-        return self.dataplane(options).apply(model)
+        dp = self.dataplane(options)
+        return self._counters[dp].track(model, lambda: dp.apply(model))
 
     def reconcile(self, state: Any, options: Options | None = None) -> list[str]:
         """Converge this namespace to ``state`` (a DesiredState); one line per change."""
-        dp = self.dataplane(options)
-        return dp.apply(dp.compiler.compile(state))
+        return self.reconcile_model(self.dataplane(options).compiler.compile(state), options)
 
     def cleanup(self, options: Options | None = None) -> list[str]:
         """Remove all our hooks, chains and IP sets from this namespace."""
@@ -106,10 +109,22 @@ class IptablesPlugin:
         return self.reconcile(state, slot.options)
 
     @hookimpl
+    def pycalico_metrics(self, config: Any) -> list | None:
+        if config.policy.type != NAME:
+            return None
+        with self._lock:
+            dp = self._dataplanes.get((netns_id(), config.policy.options or Options()))
+            counters = self._counters.get(dp) if dp is not None else None
+        if dp is None or counters is None:
+            return None
+        return metrics.policy_samples(NAME, counters.sizes, dp.writes, dp.reads, counters.errors)
+
+    @hookimpl
     def pycalico_unconfigure(self, config: Any) -> None:
         # The rules stay (as Felix leaves them on exit); only what we remember goes.
         with self._lock:
             self._dataplanes.clear()
+            self._counters.clear()
 
 
 plugin = IptablesPlugin()

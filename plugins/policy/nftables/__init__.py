@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import threading
 
+from pycalico.core import metrics
 from pycalico.core.nsenter import netns_id
 from pycalico.core.policy.model import PolicyModel
 from pycalico.hooks import hookimpl
@@ -68,6 +69,7 @@ class NftablesPolicy:
 
     def __init__(self) -> None:
         self._dataplanes: dict[tuple[tuple[int, int], str], Dataplane] = {}
+        self._counters: dict[Dataplane, metrics.PolicyCounters] = {}
         self._lock = threading.Lock()
 
     def dataplane(self, options: Options | None = None) -> Dataplane:
@@ -78,12 +80,14 @@ class NftablesPolicy:
             dp = self._dataplanes.get(key)
             if dp is None:
                 dp = self._dataplanes[key] = Dataplane(Nft(command))
+                self._counters[dp] = metrics.PolicyCounters()
             return dp
 
     def reconcile_model(self, model: PolicyModel, options: Options | None = None) -> list[str]:
         """Make ``inet calico`` in this thread's namespace match ``model``; one line per change."""
         options = options or Options()
-        return self.dataplane(options).apply(model, effective(model, options), options.refresh_seconds)
+        dp = self.dataplane(options)
+        return self._counters[dp].track(model, lambda: dp.apply(model, effective(model, options), options.refresh_seconds))
 
     def reconcile(self, state, options: Options | None = None) -> list[str]:
         """Make ``inet calico`` in this thread's namespace match ``state`` (a DesiredState)."""
@@ -109,10 +113,24 @@ class NftablesPolicy:
         return [("nftables", f"table inet calico: {len(table.chains)} chains, {len(table.sets)} sets, {len(table.maps)} maps")]
 
     @hookimpl
+    def pycalico_metrics(self, config) -> list | None:
+        if config.policy.type != NAME:
+            return None
+        options = config.policy.options if isinstance(config.policy.options, Options) else Options()
+        with self._lock:
+            dp = self._dataplanes.get((netns_id(), options.nft))
+            counters = self._counters.get(dp) if dp is not None else None
+        if dp is None or counters is None:
+            return None
+        # One `nft -f` transaction per pass that changed something.
+        return metrics.policy_samples(NAME, counters.sizes, counters.changed_passes, dp.reads, counters.errors)
+
+    @hookimpl
     def pycalico_unconfigure(self, config) -> None:
         # The table stays: packets keep being filtered while the agent restarts, as Felix's do.
         with self._lock:
             self._dataplanes.clear()
+            self._counters.clear()
 
 
 plugin = NftablesPolicy()

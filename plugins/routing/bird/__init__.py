@@ -17,7 +17,8 @@ Modules:
 * :mod:`.model`: the desired BGP configuration (peers, blocks, pools, filters' inputs);
 * :mod:`.render`: that configuration as ``bird.cfg``, ``bird_aggr.cfg``, ``bird_ipam.cfg``;
 * :mod:`.control`: BIRD's control socket (``configure``, ``show protocols``);
-* :mod:`.daemon`: BIRD as a supervised child, restarted when it dies;
+* :mod:`.nodestatus`: CalicoNodeStatus from that socket (``pycalico_bgp_status``);
+* :mod:`.daemon`: BIRD supervised (restarted when it dies) and adopted by the next agent;
 * :mod:`.speaker`: check, install and reload only on a real change.
 """
 
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from pycalico.core.nsenter import netns_id
 from pycalico.hooks import hookimpl
 from pycalico.plugins.routing import encap, ipip, vxlan
 
-from . import control, model, render
+from . import control, model, nodestatus, render
 from .options import Options
 from .speaker import ConfigRejected, Speaker
 
@@ -39,6 +41,32 @@ NAME = "bird"
 __all__ = ["NAME", "BirdRouting", "ConfigRejected", "Options", "Speaker", "plugin"]
 
 log = logging.getLogger(__name__)
+
+READY_THRESHOLD = 30.0  # seconds: calico-node -bird-ready's default -threshold-time
+
+
+def bgp_readiness(options: Options, now: float | None = None) -> list[str]:
+    """Why BGP is not ready, as ``calico-node -bird-ready`` judges it
+    (``node/pkg/health/health.go``): BIRD must answer on its socket; with no peers it
+    is ready; within ``READY_THRESHOLD`` of BIRD's start (its pid file's time) every
+    Calico peer must be Established, later one is enough, so that a mesh does not turn
+    unready because some other nodes are down."""
+    from pycalico.core.ctl.node import peers
+
+    try:
+        rows = peers(control.protocols(options.socket))
+    except control.BirdError as exc:
+        return [f"BIRD is not ready: {exc}"]
+    down = [row[0] for row in rows if not row[4].startswith("Established")]
+    if not down:
+        return []
+    try:
+        started = options.pid_file.stat().st_mtime
+    except OSError:
+        started = now or time.time()
+    if len(down) < len(rows) and (now or time.time()) - started >= READY_THRESHOLD:
+        return []
+    return [f"BIRD is not ready: BGP not established with {','.join(down)}"]
 
 
 class BirdRouting:
@@ -108,13 +136,21 @@ class BirdRouting:
 
     @hookimpl
     def pycalico_reconcile_routing(self, state, config) -> list[str]:
-        options = config.routing.options if isinstance(config.routing.options, Options) else Options()
+        options = _options(config)
         # The tunnels do not depend on BIRD: a BIRD failure must not hold them back.
         try:
             lines = self.reconcile(state, options)
         finally:
             tunnels = encap.reconcile(state, [(vxlan.ENCAP, None), (ipip.ENCAP, None)])
         return lines + tunnels
+
+    @hookimpl
+    def pycalico_readiness(self, config) -> list[str]:
+        return bgp_readiness(_options(config))
+
+    @hookimpl
+    def pycalico_bgp_status(self, config, classes) -> nodestatus.CalicoNodeStatusStatus:
+        return nodestatus.read(_options(config).socket, classes)
 
     @hookimpl
     def pycalico_node_status(self, state) -> list[tuple[str, str]] | None:
@@ -137,6 +173,10 @@ class BirdRouting:
                 lines.append((NAME, f"rendered configuration refused, BIRD keeps the last good one: {sp.rejected}"))
             lines += [(NAME, problem) for problem in sp.problems]
         return lines or None
+
+
+def _options(config) -> Options:
+    return config.routing.options if isinstance(config.routing.options, Options) else Options()
 
 
 plugin = BirdRouting()
