@@ -172,12 +172,21 @@ class _TLSSettings:
         return bool(getattr(self, "cert_file"))
 
 
-def _typha_health() -> Endpoint:
-    return Endpoint(enabled=True, host="localhost", port=9098)
+@attrs.frozen
+class TyphaHealthEndpoint(Endpoint):
+    """``[typha.server.health]``: Typha's defaults (on, localhost, 9098), also when the
+    table names only some of its keys."""
+
+    port: int = attrs.field(default=9098, validator=in_range(1, 65535))
 
 
-def _typha_metrics() -> Endpoint:
-    return Endpoint(enabled=False, host="0.0.0.0", port=9093)
+@attrs.frozen
+class TyphaMetricsEndpoint(Endpoint):
+    """``[typha.server.metrics]``: Typha's Prometheus defaults (off, every address, 9093)."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=9093, validator=in_range(1, 65535))
 
 
 @attrs.frozen
@@ -201,8 +210,8 @@ class TyphaServer(_TLSSettings):
     ca_file: str = ""
     client_cn: str = ""
     client_uri_san: str = ""
-    health: Endpoint = attrs.field(factory=_typha_health)
-    metrics: Endpoint = attrs.field(factory=_typha_metrics)
+    health: TyphaHealthEndpoint = attrs.field(factory=TyphaHealthEndpoint)
+    metrics: TyphaMetricsEndpoint = attrs.field(factory=TyphaMetricsEndpoint)
 
     def __attrs_post_init__(self) -> None:
         problems = _tls_problems(self, ("key_file", "cert_file", "ca_file"), ("client_cn", "client_uri_san"), "server")

@@ -86,6 +86,10 @@ def test_calico_node_as_a_daemon_in_a_bird_cluster(make_lab):
     wait_for(lambda: (m := scrape(lab, "node1")) and "felix_nft_calls" in m and m["felix_nft_calls"] >= 1,
              what="nftables in charge")
     assert lab.exec("node1", ["nft", "list", "table", "inet", "calico"], capture_output=True).returncode == 0
+    # ... and the iptables plugin's chains and sets are gone: one dataplane, not two.
+    for save in (["iptables-save"], ["ip6tables-save"], ["ipset", "list", "-n"]):
+        dump = lab.exec("node1", save, capture_output=True, text=True).stdout
+        assert "cali" not in dump, save
     assert (bird_pid(lab, "node1"), mesh_since(lab, "node1")) == (pid, since)
     assert scrape(lab, "node1")["felix_resyncs_started"] == 1
     assert probe(lab, "node1", "-felix-ready") == (0, "")

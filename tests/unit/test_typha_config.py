@@ -21,6 +21,10 @@ def test_defaults_are_calicos():
     assert (s.ping_interval_seconds, s.pong_timeout_seconds, s.handshake_timeout_seconds) == (10, 60, 10)
     assert (s.max_fall_behind_seconds, s.new_client_fall_behind_grace_seconds) == (300, 300)
     assert (s.health.port, s.metrics.port, s.metrics.enabled) == (9098, 9093, False)
+    # A table that names some keys keeps Typha's defaults for the others.
+    partial = cfg.parse("[typha.server.metrics]\nenabled = true\n[typha.server.health]\nhost = '0.0.0.0'\n")
+    assert (partial.typha.server.metrics.host, partial.typha.server.metrics.port) == ("0.0.0.0", 9093)
+    assert (partial.typha.server.health.enabled, partial.typha.server.health.port) == (True, 9098)
 
 
 def test_each_bad_address_is_named_by_its_index():

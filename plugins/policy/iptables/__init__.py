@@ -57,6 +57,7 @@ from pycalico.core import metrics
 from pycalico.core.nsenter import netns_id
 from pycalico.core.policy import PolicyModel
 from pycalico.hooks import hookimpl
+from pycalico.plugins.policy.handover import Handover, remove_nftables
 
 from .dataplane import Dataplane
 from .options import Options
@@ -73,6 +74,7 @@ class IptablesPlugin:
         self._dataplanes: dict[tuple[tuple[int, int], Options], Dataplane] = {}
         self._counters: dict[Dataplane, metrics.PolicyCounters] = {}
         self._lock = threading.Lock()
+        self._handover = Handover(remove_nftables)
 
     def dataplane(self, options: Options | None = None) -> Dataplane:
         """The dataplane of the calling thread's network namespace."""
@@ -106,7 +108,7 @@ class IptablesPlugin:
         slot = config.policy
         if slot.type != NAME:
             return None
-        return self.reconcile(state, slot.options)
+        return self._handover() + self.reconcile(state, slot.options)
 
     @hookimpl
     def pycalico_metrics(self, config: Any) -> list | None:
@@ -125,6 +127,7 @@ class IptablesPlugin:
         with self._lock:
             self._dataplanes.clear()
             self._counters.clear()
+        self._handover.reset()
 
 
 plugin = IptablesPlugin()

@@ -49,6 +49,7 @@ from pycalico.core import metrics
 from pycalico.core.nsenter import netns_id
 from pycalico.core.policy.model import PolicyModel
 from pycalico.hooks import hookimpl
+from pycalico.plugins.policy.handover import Handover, remove_iptables
 
 from .dataplane import Dataplane
 from .kernel import Nft, NftError
@@ -71,6 +72,7 @@ class NftablesPolicy:
         self._dataplanes: dict[tuple[tuple[int, int], str], Dataplane] = {}
         self._counters: dict[Dataplane, metrics.PolicyCounters] = {}
         self._lock = threading.Lock()
+        self._handover = Handover(remove_iptables)
 
     def dataplane(self, options: Options | None = None) -> Dataplane:
         """The dataplane of the calling thread's network namespace."""
@@ -100,7 +102,7 @@ class NftablesPolicy:
     @hookimpl
     def pycalico_reconcile_policy(self, state, config) -> list[str]:
         options = config.policy.options if isinstance(config.policy.options, Options) else Options()
-        return self.reconcile(state, options)
+        return self._handover() + self.reconcile(state, options)
 
     @hookimpl
     def pycalico_node_status(self, state) -> list[tuple[str, str]] | None:
@@ -131,6 +133,7 @@ class NftablesPolicy:
         with self._lock:
             self._dataplanes.clear()
             self._counters.clear()
+        self._handover.reset()
 
 
 plugin = NftablesPolicy()

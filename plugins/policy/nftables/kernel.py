@@ -95,6 +95,15 @@ class Nft:
             raise NftError(f"nft list table {FAMILY} {TABLE} failed: {res.stderr.strip()[:2000]}")
         return parse_table(json.loads(res.stdout), FAMILY, TABLE)
 
+    def remove(self) -> bool:
+        """Delete the table with everything in it; False when there was none."""
+        res = self._run(["delete", "table", FAMILY, TABLE])
+        if res.returncode != 0:
+            if "No such file or directory" in res.stderr:
+                return False
+            raise NftError(f"nft delete table {FAMILY} {TABLE} failed: {res.stderr.strip()[:2000]}")
+        return True
+
     def list_text(self) -> str:
         res = self._run(["list", "table", FAMILY, TABLE])
         if res.returncode != 0:
