@@ -46,6 +46,10 @@ class Cache:
             self._items[key] = event.resource
         self.revision = event.revision
 
+    def of_kind(self, kind: str) -> tuple[Any, ...]:
+        """The resources of one kind (safe from another thread: reads a reference)."""
+        return tuple(r for key, r in list(self._items.items()) if key[0] == kind)
+
     def by_kind(self) -> dict[str, tuple[Any, ...]]:
         kinds: dict[str, list[tuple[Key, Any]]] = {}
         for key, resource in self._items.items():

@@ -34,8 +34,8 @@ from pycalico.core.report import PassReport, Reason
 log = logging.getLogger(__name__)
 
 RECONCILED_SLOTS = ("routing", "policy")
-# Kinds no reconciler reads: the status reporter follows CalicoNodeStatus on its own
-# watch, and its writes must not each cost the agent a pass.
+# Kinds no reconciler reads: they are cached for the status reporter, which the loop
+# tells of each change; its own writes must not each cost the agent a pass.
 UNREAD_KINDS = frozenset({"CalicoNodeStatus"})
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
@@ -133,7 +133,8 @@ class Loop:
         self._spawn("sync", self._sync, connect, self._sync_stop)
 
     def _start_status(self) -> None:
-        self._status = status.StatusReporter(lambda: self.plugins, self.started).start()
+        self._status = status.StatusReporter(lambda: self.plugins, self.started,
+                                             lambda: self.cache.of_kind("CalicoNodeStatus")).start()
 
     def _stop_status(self, down: bool = False) -> None:
         if self._status is not None:
@@ -286,10 +287,14 @@ class Loop:
                 self.in_sync = True
                 self.datastore_error = None
                 reason = "sync"
+                if self._status is not None:
+                    self._status.node_status.changed()
             elif isinstance(item, Event):
-                if calc.key_of(item.resource)[0] in UNREAD_KINDS:
-                    continue
                 self.cache.apply(item)
+                if calc.key_of(item.resource)[0] in UNREAD_KINDS:
+                    if self._status is not None:
+                        self._status.node_status.changed(item)
+                    continue
                 self.datastore_error = None
                 reason = reason or "update"
             elif isinstance(item, _ConfigChanged):

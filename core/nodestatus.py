@@ -1,8 +1,11 @@
 """CalicoNodeStatus: the status a user asks of one node, filled in by that node's
 calico-node, as Calico's status reporter does (``node/pkg/status/``).
 
-A controller (``core/controllers/runner.py``) driven by a watch of the kind and by the
-reports that fall due. Each pass lists the requests naming this node and reports on
+A controller (``core/controllers/runner.py``) driven by the agent's own sync and by the
+reports that fall due: the requests come from the agent's cache (through Typha when it
+is used), so they cost no watch and no list of their own, and the loop kicks the
+controller when one for this node appears, changes or goes (``changed``). Each pass
+takes the requests naming this node and reports on
 those that are new, whose spec changed, or whose ``updatePeriodSeconds`` has come round
 again (0: the first report only). A report reads the routing plugin's BGP daemon
 (``pycalico_bgp_status``) for the classes the request names, replaces those parts of
@@ -17,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable
 
 import attrs
 
@@ -61,13 +64,14 @@ class NodeStatusController:
 
     name = "node-status"
 
-    def __init__(self, connect: Callable[[], Datastore], plugins: Callable[[], Plugins]):
-        """``connect``: a new store, the controller's own (connected at first use, shared
-        by the watch and the passes as the kube-controllers share theirs); ``plugins``:
-        the plugins in force (their config names this node; their routing plugin reads
-        BGP)."""
+    def __init__(self, connect: Callable[[], Datastore], plugins: Callable[[], Plugins],
+                 requests: Callable[[], Iterable[CalicoNodeStatus]]):
+        """``connect``: a new store for the writes (connected at the first one);
+        ``plugins``: the plugins in force (their config names this node; their routing
+        plugin reads BGP); ``requests``: every CalicoNodeStatus the agent has synced."""
         self._connect = connect
         self._plugins = plugins
+        self._requests = requests
         self._store: Datastore | None = None
         self._lock = threading.Lock()
         self._schedules: dict[str, _Schedule] = {}
@@ -78,7 +82,7 @@ class NodeStatusController:
         return max(0.0, min(dues) - time.monotonic()) if dues else None
 
     def watches(self) -> list[Watch]:
-        return [Watch(KIND, self._events, self._wanted)]
+        return []  # the loop kicks the runner: see ``wanted``
 
     def close(self) -> None:
         with self._lock:
@@ -92,11 +96,7 @@ class NodeStatusController:
                 self._store = self._connect()
             return self._store
 
-    def _events(self, stop: threading.Event) -> Iterator[Event]:
-        store = self._datastore()
-        return store.watch(store.snapshot([KIND]).revision, stop, [KIND])
-
-    def _wanted(self, event: Event) -> bool:
+    def wanted(self, event: Event) -> bool:
         """A request for this node that appeared, changed its spec or went; not a write
         of the reporter's own."""
         request = event.resource
@@ -107,7 +107,7 @@ class NodeStatusController:
 
     def reconcile(self) -> None:
         hostname = self._plugins().config.hostname
-        mine = {r.name: r for r in self._datastore().list(KIND).items if r.spec.node == hostname}
+        mine = {r.name: r for r in self._requests() if r.spec.node == hostname}
         for name in set(self._schedules) - set(mine):
             log.info("CalicoNodeStatus %s: no longer for this node; its reports stop", name)
             del self._schedules[name]
@@ -163,14 +163,21 @@ def _unstamped(status: CalicoNodeStatusStatus) -> CalicoNodeStatusStatus:
 class NodeStatusReporter:
     """The controller run until ``stop()``."""
 
-    def __init__(self, connect: Callable[[], Datastore], plugins: Callable[[], Plugins]):
-        self.controller = NodeStatusController(connect, plugins)
+    def __init__(self, connect: Callable[[], Datastore], plugins: Callable[[], Plugins],
+                 requests: Callable[[], Iterable[CalicoNodeStatus]]):
+        self.controller = NodeStatusController(connect, plugins, requests)
         self._stop = threading.Event()
         self._runner = Runner(self.controller, lambda: True, self._stop)
 
     def start(self) -> NodeStatusReporter:
         self._runner.start()
         return self
+
+    def changed(self, event: Event | None = None) -> None:
+        """A CalicoNodeStatus changed in the agent's cache (None: the whole cache was
+        replaced by a snapshot): a pass, if it matters to this node."""
+        if event is None or self.controller.wanted(event):
+            self._runner.kick()
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -65,10 +65,12 @@ class StatusReporter:
     the threads (and, when ``down``, tells the datastore the node's network is going
     down)."""
 
-    def __init__(self, plugins: Callable[[], Plugins], started: float):
+    def __init__(self, plugins: Callable[[], Plugins], started: float,
+                 requests: Callable[[], Iterable[Any]] = tuple):
         """``plugins``: the plugins in force (read at each report: their configuration,
         their datastore slot for the reporter's own stores, their BGP status);
-        ``started``: the agent's start (``time.time()``), uptime counts from there."""
+        ``started``: the agent's start (``time.time()``), uptime counts from there;
+        ``requests``: the CalicoNodeStatus resources the agent has synced."""
         # nodestatus stamps its writes with rfc3339 from here: imported once both exist.
         from pycalico.core.nodestatus import NodeStatusReporter
 
@@ -80,7 +82,7 @@ class StatusReporter:
         self._network_up = False
         self._unsupported: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
-        self._node_status = NodeStatusReporter(self._connect, plugins)
+        self.node_status = NodeStatusReporter(self._connect, plugins, requests)
 
     def _connect(self) -> Datastore:
         return self._plugins().datastore()
@@ -90,12 +92,12 @@ class StatusReporter:
 
     def start(self) -> StatusReporter:
         self._thread.start()
-        self._node_status.start()
+        self.node_status.start()
         return self
 
     def stop(self, down: bool = False) -> None:
         self._stop.set()
-        self._node_status.stop()
+        self.node_status.stop()
         self._thread.join(timeout=10)
         if down and self._network_up:
             self._call("set_network_available", self._config().hostname, False)

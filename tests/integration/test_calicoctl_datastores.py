@@ -251,11 +251,11 @@ def test_crds_prints_the_shipped_manifests(kube_apiserver, kdd_kubeconfig):
     crds = [d for d in yaml.safe_load_all(done.stdout) if d]
     assert {d["kind"] for d in crds} == {"CustomResourceDefinition"}
     names = {d["metadata"]["name"] for d in crds}
-    assert {"ippools.crd.projectcalico.org", "ipamblocks.crd.projectcalico.org"} <= names and len(names) == 17
+    assert {"ippools.crd.projectcalico.org", "ipamblocks.crd.projectcalico.org"} <= names and len(names) == 18
     # They are what the KDD plugin installs: an API server accepts every one.
     from kubernetes import client, config
 
     api = client.ApiextensionsV1Api(config.new_client_from_config(str(kdd_kubeconfig)))
     for crd in crds:
         api.create_custom_resource_definition(crd)
-    assert len(api.list_custom_resource_definition().items) == 17
+    assert len(api.list_custom_resource_definition().items) == 18

@@ -8,6 +8,7 @@ without BGP networking, which reports what Calico reports then.
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
@@ -57,14 +58,43 @@ class Daemon:
         )
 
 
+class Synced:
+    """The agent's part, on a watch of the test's own: the CalicoNodeStatus resources its
+    sync has cached, and the reporter told of each change."""
+
+    def __init__(self, ds, connect, daemon):
+        snapshot = ds.snapshot(["CalicoNodeStatus"])
+        self.items = {r.name: r for r in snapshot.resources}
+        self.stop = threading.Event()
+        self.reporter = NodeStatusReporter(connect, lambda: daemon, lambda: tuple(self.items.values()))
+        self.thread = threading.Thread(target=self._follow, args=(ds, snapshot.revision), daemon=True)
+
+    def _follow(self, ds, revision):
+        for event in ds.watch(revision, self.stop, ["CalicoNodeStatus"]):
+            if event.type == "deleted":
+                self.items.pop(event.resource.name, None)
+            else:
+                self.items[event.resource.name] = event.resource
+            self.reporter.changed(event)
+
+    def __enter__(self):
+        self.reporter.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.reporter.stop()
+        self.thread.join(5)
+
+
 def test_a_request_is_reported_at_once_then_every_period_and_written_only_when_it_changes(etcd_connect, etcd_server):
     endpoints = etcd_server.endpoints
     ds = etcd_connect(endpoints)
     daemon = Daemon()
     ds.create(request("mine", "node1", "Agent, BGP", 1))
     ds.create(request("theirs", "node2", "Agent", 1))
-    reporter = NodeStatusReporter(lambda: etcd_connect(endpoints), lambda: daemon).start()
-    try:
+    with Synced(ds, lambda: etcd_connect(endpoints), daemon):
         first = wait_for(lambda: ds.get("CalicoNodeStatus", "mine").status, timeout=5, what="the first report")
         assert first.agent.bird_v4.router_id == "198.51.100.11" and first.bgp.number_established_v4 == 1
         assert first.routes is None, "only the classes asked for"
@@ -100,24 +130,19 @@ def test_a_request_is_reported_at_once_then_every_period_and_written_only_when_i
         assert len(daemon.reads) == reads
         with pytest.raises(NotFound):
             ds.get("CalicoNodeStatus", "mine")
-    finally:
-        reporter.stop()
 
 
 def test_an_update_period_of_zero_reports_once(etcd_connect, etcd_server):
     endpoints = etcd_server.endpoints
     ds = etcd_connect(endpoints)
     daemon = Daemon()
-    reporter = NodeStatusReporter(lambda: etcd_connect(endpoints), lambda: daemon).start()
-    try:
+    with Synced(ds, lambda: etcd_connect(endpoints), daemon):
         ds.create(request("once", "node1", "BGP", 0))
         wait_for(lambda: ds.get("CalicoNodeStatus", "once").status, timeout=5, what="the one report")
         daemon.established = 5
         time.sleep(2)
         assert daemon.reads == [("BGP",)]
         assert ds.get("CalicoNodeStatus", "once").status.bgp.number_established_v4 == 1
-    finally:
-        reporter.stop()
 
 
 def test_an_agent_without_bgp_reports_calicos_not_ready_on_kubernetes(kube_apiserver, kdd_kubeconfig, kdd_datastore,
