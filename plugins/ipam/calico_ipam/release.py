@@ -54,6 +54,16 @@ class Assignment:
     sequence_number: int | None
 
 
+@dataclass(frozen=True)
+class _Released:
+    """What a release in one block did: its result for the caller, and what to take off
+    which handles once the block is written (handle id -> count, None for all it holds
+    in the block); ``handles`` None: nothing changed, nothing to write."""
+
+    result: list
+    handles: dict[str, int | None] | None = None
+
+
 class Releaser:
     """Mixed into ``IPAM``."""
 
@@ -93,26 +103,15 @@ class Releaser:
         return not_assigned
 
     def _release_in_block(self, cidr: str, requests: list, req: Request, cooldown: bool = True) -> list[IPAddress]:
-        for attempt in range(RETRIES):
-            block = self._load(cidr, req)
+        def release(block: Block | None) -> _Released:
             if block is None:
-                return [ip for ip, _, _ in requests]
+                return _Released([ip for ip, _, _ in requests])
             asked = [(block.ordinal(ip), handle, seq) for ip, handle, seq in requests]
             skipped, counts = block.release(asked, self.clock(), cooldown=cooldown)
-            if len(skipped) == len(asked):
-                return [block.ip(o) for o in skipped]
-            block.collect(self.clock(), req.cooldown)  # a cooldown of 0 frees them now
-            try:
-                self._write_after_release(block)
-            except (Conflict, NotFound):
-                backoff(attempt)
-                continue
-            self.store.checkpoint("block-released")
-            for handle_id, n in counts.items():
-                handles.subtract(self.store, handle_id, cidr, n)
-            self._ensure_consistent_affinity(block, req)
-            return [block.ip(o) for o in skipped]
-        raise TooManyConflicts(f"block {cidr}: gave up after {RETRIES} conflicting updates")
+            result = [block.ip(o) for o in skipped]
+            return _Released(result, None if len(skipped) == len(asked) else counts)
+
+        return self._release_with_retries(cidr, req, release)
 
     def _write_after_release(self, block: Block) -> None:
         if block.empty() and block.affinity is None:
@@ -135,28 +134,43 @@ class Releaser:
         return released
 
     def _release_handle_in_block(self, cidr: str, handle_id: str) -> list[IPAddress]:
-        req = self._request(ipaddress.ip_network(cidr).version)
-        for attempt in range(RETRIES):
-            block = self._load(cidr, req, remembered=attempt == 0)
-            if block is None:
-                handles.subtract(self.store, handle_id, cidr, None)
-                return []
-            ordinals = block.release_handle(handle_id, self.clock())
-            if not ordinals:
+        def release(block: Block | None) -> _Released | None:
+            if block is not None:
+                ordinals = block.release_handle(handle_id, self.clock())
+                if ordinals:
+                    return _Released([block.ip(o) for o in ordinals], {handle_id: None})
                 if block.remembered:
-                    continue  # "nothing here" is only believed from a fresh read
-                handles.subtract(self.store, handle_id, cidr, None)  # it counted what was not there
-                return []
-            block.collect(self.clock(), req.cooldown)
+                    return None  # "nothing here" is only believed from a fresh read
+            # Gone, or it never held them: the handle counted what was not there.
+            handles.subtract(self.store, handle_id, cidr, None)
+            return _Released([])
+
+        req = self._request(ipaddress.ip_network(cidr).version)
+        return self._release_with_retries(cidr, req, release, remembered_first=True)
+
+    def _release_with_retries(self, cidr: str, req: Request, release, remembered_first: bool = False):
+        """Load ``cidr``'s block, let ``release(block)`` free addresses in it and write it
+        back, compare-and-swap, retried on a conflict; then take what was freed off the
+        handles. ``release`` returns a ``_Released`` (nothing to write when its
+        ``handles`` is None) or None to read the block afresh."""
+        for attempt in range(RETRIES):
+            block = self._load(cidr, req, remembered=remembered_first and attempt == 0)
+            released = release(block)
+            if released is None:
+                continue
+            if released.handles is None:
+                return released.result
+            block.collect(self.clock(), req.cooldown)  # a cooldown of 0 frees them now
             try:
                 self._write_after_release(block)
             except (Conflict, NotFound):
                 backoff(attempt)
                 continue
             self.store.checkpoint("block-released")
-            handles.subtract(self.store, handle_id, cidr, None)
+            for handle_id, n in released.handles.items():
+                handles.subtract(self.store, handle_id, cidr, n)
             self._ensure_consistent_affinity(block, req)
-            return [block.ip(o) for o in ordinals]
+            return released.result
         raise TooManyConflicts(f"block {cidr}: gave up after {RETRIES} conflicting updates")
 
     def _ensure_consistent_affinity(self, block: Block, req: Request) -> None:
