@@ -98,6 +98,14 @@ class Elector:
     def acting(self) -> bool:
         return self.clock() < self._deadline
 
+    def can_finish(self, seconds: float) -> bool:
+        """Whether an action that may take ``seconds`` (a write and its request timeout)
+        started now ends before any other replica can take the lock: acting, and done
+        by ``lease_duration`` after the last renewal was sent."""
+        now = self.clock()
+        margin = self.timing.lease_duration - self.timing.renew_deadline
+        return now < self._deadline and now + seconds <= self._deadline + margin
+
     def step(self) -> None:
         """One attempt to take or renew the lock."""
         began = self.clock()
@@ -142,11 +150,13 @@ class Elector:
 
 
 class Fenced:
-    """A datastore whose writes go through only while ``elector`` acts (NotLeader
-    otherwise); everything else is the datastore's own."""
+    """A datastore whose writes go through only while ``elector`` acts and a write
+    started now (``write_seconds``: the datastore's request timeout) must land before
+    another replica can lead (NotLeader otherwise); everything else is the datastore's
+    own."""
 
-    def __init__(self, datastore: Any, elector: Elector):
-        self._ds, self._elector = datastore, elector
+    def __init__(self, datastore: Any, elector: Elector, write_seconds: float = 0.0):
+        self._ds, self._elector, self._write_seconds = datastore, elector, write_seconds
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ds, name)
@@ -155,8 +165,9 @@ class Fenced:
         return f"Fenced({self._ds!r})"
 
     def _check(self) -> None:
-        if not self._elector.acting():
-            raise NotLeader(f"{self._elector.identity} is not the leader: write refused")
+        if not self._elector.can_finish(self._write_seconds):
+            raise NotLeader(f"{self._elector.identity} is not the leader (or not for {self._write_seconds:g}s "
+                            "more): write refused")
 
     def create(self, resource: Any) -> Any:
         self._check()

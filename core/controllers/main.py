@@ -95,6 +95,24 @@ def calico_watch(datastore: Any, kdd: bool):
     return events
 
 
+def _write_budget(datastore: Any, timing: Timing | None) -> float:
+    """How long a fenced write may take: the store's request timeout, so that a write
+    still lands before another replica can lead. When the lease leaves too little time
+    for that (the leader would renew yet never write), the fence checks leadership only,
+    and says so."""
+    if timing is None:
+        return 0.0
+    timeout = float(getattr(getattr(datastore, "options", None), "timeout_seconds", 10.0))
+    margin = timing.lease_duration - timing.renew_deadline
+    if timeout > margin + timing.renew_deadline - timing.retry_period:
+        log.warning("leader election: the datastore's request timeout (%gs) is longer than the lease leaves for a "
+                    "write (%gs): a write sent just before losing the lease may land after another replica leads; "
+                    "lengthen --leader-elect-lease-duration or shorten the timeout",
+                    timeout, margin + timing.renew_deadline - timing.retry_period)
+        return 0.0
+    return timeout
+
+
 class Service:
     """The controllers of one process: configuration, leader election, runners, health."""
 
@@ -117,7 +135,7 @@ class Service:
             lock, timing = KubeLease(kube.api, identity, elector_timing.lease_duration), elector_timing
             self.lock_name = f"on Lease {LEASE_NAMESPACE}/{LEASE_NAME}"
         self.elector = Elector(lock, timing, on_change=self._leading)
-        self.ds = Fenced(datastore, self.elector)
+        self.ds = Fenced(datastore, self.elector, _write_budget(datastore, elector_timing))
         self.running: kc.RunConfig | None = None
         self.runners: list[Runner] = []
         self._generation = threading.Event()

@@ -100,6 +100,21 @@ def test_fenced_writes_only_while_acting():
     assert ds.writes == [("create", "a"), ("delete", "Node", "n1", None, "7")]
 
 
+def test_a_write_must_land_before_another_replica_can_lead():
+    clock = Clock()
+    # Lease 15 s, renewed until 10 s after the last renewal was sent: another replica may
+    # lead from 15 s. A write with a 10 s request timeout may start until 5 s.
+    elector = Elector(ScriptedLock(True), Timing(15, 10, 2), clock=clock)
+    fenced = Fenced(Recorder(), elector, write_seconds=10.0)
+    elector.step()
+    clock.now += 5.0
+    fenced.create("in time")
+    clock.now += 0.1
+    assert elector.acting()  # still the leader for reads and decisions...
+    with pytest.raises(NotLeader, match=r"not for 10s more"):
+        fenced.create("too late")  # ...but a write now could land after 15 s
+
+
 def test_stopping_releases_a_held_lock():
     import threading
 
@@ -125,3 +140,15 @@ def test_timing_is_checked(args, field, text):
     with pytest.raises(FieldError) as err:
         Timing(*args)
     assert (err.value.field, str(err.value)) == (field, text)
+
+
+def test_the_write_budget_is_the_request_timeout_when_the_lease_leaves_room_for_it(caplog):
+    from types import SimpleNamespace
+
+    from pycalico.core.controllers.main import _write_budget
+
+    store = SimpleNamespace(options=SimpleNamespace(timeout_seconds=10.0))
+    assert _write_budget(store, None) == 0.0  # no election: nothing to fence
+    assert _write_budget(store, Timing(15, 10, 2)) == 10.0  # Calico's client-go defaults
+    assert _write_budget(store, Timing(2, 1.5, 0.2)) == 0.0
+    assert "request timeout (10s) is longer than the lease leaves for a write (1.8s)" in caplog.text
