@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -236,3 +238,22 @@ def test_watch_raises_unavailable_when_etcd_stays_down(etcd_server, etcd_connect
     assert etcd_server.endpoint in str(rec.error)
     assert 0.8 <= time.monotonic() - began <= 4.0  # timeout_seconds=1.5 after the stream broke
     rec.close()
+
+
+def test_a_quiet_watch_on_a_hung_etcd_raises_unavailable(etcd_server, etcd_connect):
+    """A stopped (SIGSTOP) etcd keeps its connections open: nothing breaks the stream, so
+    the watch asks the endpoint for its status once it has been quiet for the timeout."""
+    store = etcd_connect(etcd_server.endpoints, timeout_seconds=1.5)
+    rec = WatchRecorder(store, store.snapshot().revision)
+    try:
+        time.sleep(2.0)  # quiet, but etcd answers: the watch goes on
+        assert rec.error is None
+        os.kill(etcd_server.pid, signal.SIGSTOP)
+        began = time.monotonic()
+        wait_for(lambda: rec.error is not None, timeout=8, what="the hung etcd noticed")
+        # Quiet for 1.5 s, then a status request that times out after 1.5 s.
+        assert time.monotonic() - began <= 4.5
+        assert isinstance(rec.error, DatastoreUnavailable) and "does not answer" in str(rec.error)
+    finally:
+        os.kill(etcd_server.pid, signal.SIGCONT)
+        rec.close()

@@ -145,13 +145,28 @@ class Watcher:
         return request
 
     def _next(self) -> tuple[str, Any] | None:
-        """The stream's next item, or None once the watch is to stop."""
+        """The stream's next item, or None once the watch is to stop.
+
+        A stream that stays quiet for the connection's timeout is checked with a status
+        request to its endpoint: an etcd that is hung (stopped, not dead) keeps its
+        connections open and would otherwise leave the watch waiting for ever while the
+        agent believes it is in sync."""
         assert self.stream is not None
+        quiet_since = time.monotonic()
         while not self.stopping():
             try:
                 return self.stream.messages.get(timeout=POLL)
             except queue.Empty:
-                continue
+                if time.monotonic() - quiet_since < self.conn.timeout:
+                    continue
+                client = self.conn._clients[self.stream.index]
+                try:
+                    self.conn._post(client, "/maintenance/status", {})
+                except (Transient, EtcdError) as exc:
+                    raise DatastoreUnavailable(
+                        f"etcd at {self.stream.url} does not answer ({exc}) while watching from revision "
+                        f"{self.position + 1}") from None
+                quiet_since = time.monotonic()
         return None
 
     def _pause(self, seconds: float) -> None:
