@@ -106,8 +106,7 @@ def _toml(value: object) -> str:
 def start_typha(tmp_path):
     """``start_typha(datastore_toml, **server_options)`` -> a started calico-typha; all
     stopped (by pid) when the test ends."""
-    if not TYPHA.exists():
-        pytest.skip(f"{TYPHA} is not installed (pip install -e .)")
+    assert TYPHA.exists(), f"{TYPHA} is not installed: make venv (pip install -e .) installs it"
     started: list[TyphaProcess] = []
 
     def start(datastore: str, **server: object) -> TyphaProcess:
@@ -310,8 +309,7 @@ class Pki:
 
     def __init__(self, directory: Path):
         self.openssl = shutil.which("openssl")
-        if not self.openssl:
-            pytest.skip("TLS tests need the openssl command (Debian package openssl)")
+        assert self.openssl, "the TLS tests need the openssl command: make deps installs it (Debian package openssl)"
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
 
