@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from . import netns
 from .cluster import POLICIES, ROUTINGS, Lab, LabNotFound, lab_dir, remove_stale_dir
+from .typha import MAX_REPLICAS
 from .state import LabError, default_state_root
 
 PROG = "calico-lab"
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", choices=POLICIES, default=None,
                     help="run calico-node on every node with this policy plugin (default iptables "
                          "when --routing is given)")
+    up.add_argument("--typha", type=int, default=0, metavar="N",
+                    help=f"run N calico-typha replicas (0..{MAX_REPLICAS}) in the control-plane namespace; "
+                         "every node's agent reads through them instead of watching etcd")
 
     st = sub.add_parser("status", parents=[common], help="show a lab")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -105,7 +109,7 @@ def _cmd_up(a) -> int:
     if a.route_reflectors and a.routing != "bird":
         raise LabError("--route-reflectors needs --routing bird")
     lab = Lab.up(a.name, nodes=a.nodes, subnets=a.subnets, state_root=a.state_dir,
-                 recreate=a.recreate, routing=a.routing, policy=a.policy)
+                 recreate=a.recreate, routing=a.routing, policy=a.policy, typha=a.typha)
     if a.route_reflectors:
         from . import bgp
 
@@ -120,6 +124,9 @@ def _cmd_up(a) -> int:
           f"{', '.join(lab.etcd_endpoints)}, state in {lab.state_dir}")
     for n in lab.nodes:
         print(f"  {n.name:<8} {n.cidr:<18} netns {n.netns}")
+    if lab.state.typhas:
+        print(f"calico-typha: {', '.join(t.address for t in lab.state.typhas)} "
+              f"(netns {lab.cp_netns}); every node's [typha] addresses lists them")
     if lab.state.agents:
         print(f"calico-node runs on every node: routing {lab.state.routing}, policy {lab.state.policy}")
     return 0
@@ -144,6 +151,14 @@ def _cmd_status(a) -> int:
         missing = "" if n["netns_exists"] else "  [netns missing]"
         print(f"  {n['name']:<8} netns {n['netns']:<20} {n['cidr']:<18} "
               f"{n['config_path']}{missing}")
+    if s["typha"]:
+        print("typha:")
+    for t in s["typha"]:
+        state = "not running" if t["pid"] is None else f"pid {t['pid']:<8} " + (
+            f"ready, {'?' if t['connections'] is None else t['connections']} agent(s)" if t["not_ready"] is None
+            else f"NOT ready: {t['not_ready']}")
+        print(f"  {t['name']:<15} {t['address']:<19} {state}  (health localhost:{t['health_port']}, "
+              f"metrics :{t['metrics_port']})")
     print("processes:")
     for p in s["processes"]:
         print(f"  {p['name']:<12} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}"

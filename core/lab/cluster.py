@@ -22,13 +22,15 @@ from pathlib import Path
 import attrs
 
 from . import etcd, netns
-from .config import node_config_text
+from . import typha as replicas
+from .config import node_config_text, typha_config_text
 from .state import (
     LabError,
     STATE_TMP,
     LabState,
     NodeRecord,
     ProcessRecord,
+    TyphaRecord,
     boot_id,
     default_state_root,
     load_state,
@@ -36,6 +38,7 @@ from .state import (
     save_state,
     state_path,
     terminate,
+    wait_ready,
 )
 
 SUBNETS = ("198.51.100", "203.0.113")
@@ -75,9 +78,10 @@ POOL_MODES = {"vxlan": {"vxlanMode": "Always"}, "ipip": {"ipipMode": "Always"}}
 
 
 def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | None = None,
-         policy: str | None = None) -> LabState:
+         policy: str | None = None, typhas: int = 0) -> LabState:
     """The lab's full layout, decided before anything is created. With ``routing`` or
-    ``policy`` given, calico-node runs on every node."""
+    ``policy`` given, calico-node runs on every node; with ``typhas``, that many
+    calico-typha replicas run in the cp namespace and every node's calico.toml lists them."""
     if routing is not None and routing not in ROUTINGS:
         raise LabError(f"--routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
     if policy is not None and policy not in POLICIES:
@@ -86,6 +90,8 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | No
         raise LabError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
     if subnets not in (1, 2):
         raise LabError(f"--subnets must be 1 or 2, not {subnets}")
+    if not 0 <= typhas <= replicas.MAX_REPLICAS:
+        raise LabError(f"--typha must be between 0 and {replicas.MAX_REPLICAS}, not {typhas}")
     cp_ip = f"{SUBNETS[0]}.{CP_HOST}"
     endpoints = [etcd.client_url(cp_ip)]
     # First half (rounded up) of the nodes in the first subnet.
@@ -114,6 +120,7 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | No
         routing=routing or "none",
         policy=policy or "iptables",
         agents=routing is not None or policy is not None,
+        typhas=replicas.plan(state_dir, cp_ip, typhas),
     )
 
 
@@ -127,13 +134,15 @@ class Lab:
     def up(cls, name: str = "lab", nodes: int = 2, subnets: int = 1,
            state_root: Path | str | None = None, *, recreate: bool = False,
            etcd_timeout: float = 20.0, routing: str | None = None, policy: str | None = None,
-           agent_timeout: float = 60.0) -> Lab:
+           agent_timeout: float = 60.0, typha: int = 0) -> Lab:
         """Build the lab. On any failure everything created so far is torn down.
 
         With ``routing`` (bird, vxlan, ipip, none) or ``policy`` (iptables, nftables),
         each node runs calico-node with them (the other defaults to none / iptables),
         the default pool encapsulates as the routing mode needs, and ``up`` returns once
-        every node has registered its Node."""
+        every node has registered its Node. With ``typha`` N, N calico-typha replicas
+        serve the agents (all of them listed in each node's ``[typha] addresses``) and
+        are ready before any agent starts."""
         directory = lab_dir(name, state_root)
         if state_path(directory).exists():
             if not recreate:
@@ -144,7 +153,7 @@ class Lab:
         if directory.exists() and any(directory.iterdir()):
             # down() removes the whole directory, so it must start out ours.
             raise LabError(f"state directory {directory} is not empty and holds no lab")
-        lab = cls(plan(name, nodes, subnets, directory, routing, policy))
+        lab = cls(plan(name, nodes, subnets, directory, routing, policy, typha))
         taken = [ns for ns in lab._all_netns() if netns.exists(ns)]
         if taken:
             raise LabError(f"network namespace {taken[0]} already exists but belongs to "
@@ -328,6 +337,31 @@ class Lab:
             self.start_agent(n)
         self.wait_registered(self.nodes, timeout)
 
+    # --- Typha ----------------------------------------------------------------
+
+    def typha(self, name: str) -> TyphaRecord:
+        for t in self.state.typhas:
+            if t.name == name:
+                return t
+        raise LabError(f"lab {self.name!r} has no Typha {name!r} "
+                       f"(Typhas: {', '.join(t.name for t in self.state.typhas) or 'none'})")
+
+    def typha_pid(self, name: str) -> int | None:
+        """The pid of the running Typha replica ``name``, if any."""
+        return next((p.pid for p in self.processes if p.name == name and p.alive()), None)
+
+    def start_typha(self, name: str, timeout: float = 20.0) -> int:
+        """Start the Typha replica ``name`` in the cp namespace and wait until it is
+        ready (in sync with etcd and listening); its pid."""
+        t = self.typha(name)
+        if self.typha_pid(name) is not None:
+            raise LabError(f"{name} already runs in lab {self.name!r}")
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        pid = self.spawn(self.cp_netns, replicas.argv(t), log_path, name=name)
+        rec = next(p for p in self.processes if p.pid == pid)
+        wait_ready(name, lambda: replicas.readiness(self.cp_netns, t), log_path, rec.alive, timeout)
+        return pid
+
     # --- status -------------------------------------------------------------
 
     def etcd_pid(self) -> int | None:
@@ -360,10 +394,22 @@ class Lab:
                 "gateway": n.gateway, "config_path": n.config_path,
                 "netns_exists": netns.exists(n.netns),
             } for n in self.nodes],
+            "typha": [self._typha_status(t) for t in self.state.typhas],
             "processes": [{
                 "name": p.name, "pid": p.pid, "alive": p.alive(), "netns": p.netns,
                 "log_path": p.log_path,
             } for p in self.processes],
+        }
+
+    def _typha_status(self, t: TyphaRecord) -> dict:
+        pid = self.typha_pid(t.name)
+        active = None if pid is None else replicas.metric(self.cp_netns, t, "typha_connections_active")
+        return {
+            "name": t.name, "address": t.address, "health_port": t.health_port,
+            "metrics_port": t.metrics_port, "config_path": t.config_path, "pid": pid,
+            # Why it is not ready (null: ready), and how many agents it serves.
+            "not_ready": "not running" if pid is None else replicas.readiness(self.cp_netns, t),
+            "connections": None if active is None else int(active),
         }
 
     # --- teardown -----------------------------------------------------------
@@ -464,9 +510,15 @@ class Lab:
             path = Path(n.config_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(node_config_text(n.name, self.etcd_endpoints, self.state.routing,
-                                             self.state.policy, path.parent))
+                                             self.state.policy, path.parent,
+                                             [t.address for t in self.state.typhas]))
 
         self._start_etcd(etcd_timeout)
+        for t in self.state.typhas:
+            path = Path(t.config_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(typha_config_text(self.etcd_endpoints, t))
+            self.start_typha(t.name)
         self.state.complete = True
         self.save()
 
@@ -480,8 +532,9 @@ class Lab:
                          etcd.argv(f"{self.name}-cp", self.state.cp_ip, data_dir),
                          log_path, name="etcd", env=env)
         rec = next(p for p in self.processes if p.pid == pid)
-        etcd.wait_healthy(self.cp_netns, self.etcd_endpoints[0], log_path,
-                          is_alive=rec.alive, timeout=timeout)
+        endpoint = self.etcd_endpoints[0]
+        wait_ready("etcd", lambda: None if etcd.healthy(self.cp_netns, endpoint) else f"{endpoint}/health not healthy",
+                   log_path, rec.alive, timeout)
 
 
 def remove_stale_dir(directory: Path) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
 from . import netns
-from .state import LabError
 
 ETCD_BIN = "/usr/bin/etcd"
 CLIENT_PORT = 2379
@@ -60,26 +58,3 @@ def healthy(netns_name: str, endpoint: str, timeout: float = 1.0) -> bool:
     except (OSError, ValueError, TimeoutError):
         return False
     return str(reply.get("health")) == "true"
-
-
-def log_tail(log_path: Path, lines: int = 15) -> str:
-    try:
-        text = Path(log_path).read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-def wait_healthy(netns_name: str, endpoint: str, log_path: Path,
-                 is_alive, timeout: float = 20.0) -> None:
-    """Poll /health until it answers; fail with the log tail if etcd dies or stalls."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if healthy(netns_name, endpoint):
-            return
-        if not is_alive():
-            raise LabError(f"etcd exited during startup; log tail ({log_path}):\n"
-                           f"{log_tail(log_path)}")
-        time.sleep(0.2)
-    raise LabError(f"etcd at {endpoint} not healthy after {timeout:.0f}s; "
-                   f"log tail ({log_path}):\n{log_tail(log_path)}")

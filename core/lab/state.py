@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -61,6 +62,23 @@ class ProcessRecord:
 
 
 @attrs.define
+class TyphaRecord:
+    """One calico-typha replica: its process is named ``name``; agents dial
+    ``host:port``, health and metrics listen on their own ports in the cp namespace."""
+
+    name: str
+    host: str
+    port: int
+    health_port: int
+    metrics_port: int
+    config_path: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@attrs.define
 class LabState:
     name: str
     state_dir: str
@@ -74,6 +92,8 @@ class LabState:
     routing: str = "none"
     policy: str = "iptables"
     agents: bool = False
+    # calico-typha replicas in the cp namespace; the nodes' agents read through them.
+    typhas: list[TyphaRecord] = attrs.Factory(list)
     # In creation order; torn down in reverse.
     namespaces: list[str] = attrs.Factory(list)
     processes: list[ProcessRecord] = attrs.Factory(list)
@@ -111,7 +131,7 @@ def load_state(state_dir: Path) -> LabState:
         raise LabError(f"corrupt lab state file {path}: {e}") from None
 
 
-# --- process identity and termination ---------------------------------------
+# --- process identity, startup and termination -------------------------------
 
 
 def boot_id() -> str:
@@ -130,6 +150,31 @@ def proc_identity(pid: int) -> tuple[int, str] | None:
     if state in ("Z", "X"):
         return None
     return start_time, boot_id()
+
+
+def log_tail(log_path: Path | str, lines: int = 15) -> str:
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def wait_ready(name: str, why_not: Callable[[], str | None], log_path: Path | str,
+               is_alive: Callable[[], bool], timeout: float) -> None:
+    """Poll ``why_not`` (None: ready, else the reason) until the process called ``name``
+    is ready; LabError with its log tail if it exits or stays unready for ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = why_not()
+        if reason is None:
+            return
+        if not is_alive():
+            raise LabError(f"{name} exited during startup; log tail ({log_path}):\n{log_tail(log_path)}")
+        if time.monotonic() >= deadline:
+            raise LabError(f"{name} not ready after {timeout:.0f}s ({reason}); "
+                           f"log tail ({log_path}):\n{log_tail(log_path)}")
+        time.sleep(0.2)
 
 
 def _reap(pid: int) -> None:
