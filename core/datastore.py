@@ -17,13 +17,18 @@ Revisions come in two kinds:
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal, Protocol
 
 import attrs
 
 from pycalico.hooks import hookimpl
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = (0.5, 1, 2, 5, 10)  # waits before each new snapshot after a failure, the last repeated
 
 
 class DatastoreError(Exception):
@@ -146,6 +151,44 @@ class Datastore(Protocol):
 
     def close(self) -> None:
         """Release connections; a running watch ends."""
+
+
+def follow(connect: Callable[[], Datastore], stop: threading.Event, *, connected: Callable[[Datastore], None],
+           snapshot: Callable[[Snapshot], None], event: Callable[[Event], None],
+           failed: Callable[[DatastoreError], None]) -> None:
+    """Follow the datastore until ``stop``: connect, take a snapshot, then watch from
+    its revision. When the datastore fails (or the watch ends on its own), ``failed``
+    hears why, and after a wait (``RETRY_SECONDS``) a new snapshot starts over on the
+    same store; a datastore down at the start is tried again the same way. The agent's
+    sync and Typha's upstream both follow this way.
+
+    ``connected`` gets the store once it is open, so that the caller can close it to
+    end a blocked watch; a store connected after ``stop`` was set is closed here.
+    """
+    failures = 0
+    store: Datastore | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if store is None:
+                    store = connect()
+                    connected(store)
+                taken = store.snapshot()
+                snapshot(taken)
+                failures = 0
+                for change in store.watch(taken.revision, stop):
+                    event(change)
+                if not stop.is_set():
+                    raise DatastoreUnavailable("the watch ended")
+            except DatastoreError as exc:
+                failed(exc)
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                log.warning("datastore: %s; resyncing in %.1fs", exc, delay)
+                stop.wait(delay)
+    finally:
+        if store is not None and stop.is_set():
+            store.close()
 
 
 def check_identity(info: Any, resource: Any) -> None:

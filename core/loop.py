@@ -26,7 +26,7 @@ import attrs
 
 from pycalico.core import calc, health, logs, metrics, registration, status
 from pycalico.core import config as cfg
-from pycalico.core.datastore import Datastore, DatastoreError, DatastoreUnavailable, Event, Snapshot
+from pycalico.core.datastore import Datastore, Event, Snapshot, follow
 from pycalico.core.listener import Listeners, Response
 from pycalico.core.plugins import Plugins, Registry
 from pycalico.core.report import PassReport, Reason
@@ -37,7 +37,6 @@ RECONCILED_SLOTS = ("routing", "policy")
 # Kinds no reconciler reads: they are cached for the status reporter, which the loop
 # tells of each change; its own writes must not each cost the agent a pass.
 UNREAD_KINDS = frozenset({"CalicoNodeStatus"})
-RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 
 @attrs.frozen
@@ -203,32 +202,14 @@ class Loop:
     # -- producers -----------------------------------------------------------------
 
     def _sync(self, connect: Callable[[], Datastore], stop: threading.Event) -> None:
-        """Connect, snapshot, then watch; on failure wait and start over with a new
-        snapshot. An agent started while the datastore is down keeps trying (and says
-        so on /readiness) instead of exiting."""
-        failures = 0
-        store: Datastore | None = None
-        try:
-            while not stop.is_set():
-                try:
-                    if store is None:
-                        store = self._datastore = connect()
-                    snapshot = store.snapshot()
-                    self._queue.put(snapshot)
-                    failures = 0
-                    for event in store.watch(snapshot.revision, stop):
-                        self._queue.put(event)
-                    if not stop.is_set():
-                        raise DatastoreUnavailable("the watch ended")
-                except DatastoreError as exc:
-                    self._queue.put(_Unavailable(str(exc)))
-                    delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                    failures += 1
-                    log.warning("datastore: %s; resyncing in %.1fs", exc, delay)
-                    stop.wait(delay)
-        finally:
-            if store is not None and stop.is_set():
-                store.close()  # connected after _stop_sync looked: nobody else will
+        """Snapshot, then watch, into the queue; an agent started while the datastore
+        is down keeps trying (and says so on /readiness) instead of exiting."""
+
+        def connected(store: Datastore) -> None:
+            self._datastore = store
+
+        follow(connect, stop, connected=connected, snapshot=self._queue.put, event=self._queue.put,
+               failed=lambda exc: self._queue.put(_Unavailable(str(exc))))
 
     def _watch_config_file(self) -> None:
         import watchfiles  # only the long-running agent needs it

@@ -24,7 +24,6 @@ from collections.abc import Callable, Collection, Iterable
 
 import attrs
 
-from pycalico.core import status as agent_status
 from pycalico.core.controllers.runner import Runner, Watch
 from pycalico.core.datastore import Conflict, Datastore, Event, NotFound
 from pycalico.core.plugins import Plugins
@@ -37,6 +36,7 @@ from pycalico.core.resources.nodestatus import (
     CalicoNodeStatusSpec,
     CalicoNodeStatusStatus,
 )
+from pycalico.core.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class NodeStatusController:
         status = fill(request.status, read, classes)
         if request.status is not None and _unstamped(status) == _unstamped(request.status):
             return True
-        status = attrs.evolve(status, last_updated=agent_status.rfc3339(time.time()))
+        status = attrs.evolve(status, last_updated=rfc3339())
         try:
             self._datastore().update(attrs.evolve(request, status=status))
         except NotFound:

@@ -27,13 +27,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pycalico.core.config import Config
 from pycalico.core.datastore import Datastore, DatastoreError, OperationNotSupported
+from pycalico.core.nodestatus import NodeStatusReporter
+from pycalico.core.times import rfc3339
 
 if TYPE_CHECKING:
     from pycalico.core.plugins import Plugins
@@ -56,8 +57,6 @@ class StatusReport:
         return {"time": self.time, "uptime": self.uptime, "first_update": self.first_update}
 
 
-def rfc3339(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StatusReporter:
@@ -71,9 +70,6 @@ class StatusReporter:
         their datastore slot for the reporter's own stores, their BGP status);
         ``started``: the agent's start (``time.time()``), uptime counts from there;
         ``requests``: the CalicoNodeStatus resources the agent has synced."""
-        # nodestatus stamps its writes with rfc3339 from here: imported once both exist.
-        from pycalico.core.nodestatus import NodeStatusReporter
-
         self._plugins = plugins
         self._started = started
         self._stop = threading.Event()
@@ -113,7 +109,7 @@ class StatusReporter:
                 self._network_up = self._call("set_network_available", config.hostname, True)
             interval = config.intervals.reporting_seconds
             if interval > 0 and time.monotonic() >= due:
-                report = StatusReport(rfc3339(time.time()), time.time() - self._started, not self._sent_first)
+                report = StatusReport(rfc3339(), time.time() - self._started, not self._sent_first)
                 sent = self._call("report_agent_status", config.hostname, report, config.intervals.reporting_ttl_seconds)
                 self._sent_first = self._sent_first or sent
                 due = time.monotonic() + (interval if sent else min(interval, RETRY_SECONDS))

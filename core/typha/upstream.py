@@ -15,12 +15,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pycalico.core.datastore import Datastore, DatastoreError, Event
+from pycalico.core.datastore import Datastore, DatastoreError, Event, Snapshot, follow
 from pycalico.core.typha.cache import SnapshotCache
 
 log = logging.getLogger(__name__)
-
-RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 
 class Upstream:
@@ -50,26 +48,20 @@ class Upstream:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                if self._store is None:
-                    self._store = self._connect()
-                snapshot = self._store.snapshot()
-                self._post(self._cache.apply_snapshot, snapshot)
-                self.error, failures = None, 0
-                log.info("datastore snapshot at revision %s: %d resources", snapshot.revision,
-                         len(snapshot.resources))
-                for event in self._store.watch(snapshot.revision, self._stop):
-                    self._queue(event)
-                return
-            except DatastoreError as exc:
-                self.error = str(exc)
-                self._post(self._cache.resyncing)
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.warning("datastore: %s; resyncing in %.1fs", exc, delay)
-                self._stop.wait(delay)
+        follow(self._connect, self._stop, connected=self._connected, snapshot=self._snapshot, event=self._queue,
+               failed=self._failed)
+
+    def _connected(self, store: Datastore) -> None:
+        self._store = store
+
+    def _snapshot(self, snapshot: Snapshot) -> None:
+        self._post(self._cache.apply_snapshot, snapshot)
+        self.error = None
+        log.info("datastore snapshot at revision %s: %d resources", snapshot.revision, len(snapshot.resources))
+
+    def _failed(self, exc: DatastoreError) -> None:
+        self.error = str(exc)
+        self._post(self._cache.resyncing)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         if not self._loop.is_closed():

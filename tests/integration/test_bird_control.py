@@ -122,3 +122,28 @@ def test_node_status_shows_calicos_peers_from_a_real_bird(birds, tmp_path):
     assert [c.strip() for c in refused.strip("|").split("|")][:3] == ["198.51.100.13", "node-to-node mesh", "start"]
     assert "Other" not in out and "203.0.113" not in out
     assert "| fd00:1::2    | node specific | start |" in v6
+
+
+def test_bgp_readiness_as_calico_node_bird_ready_judges_it(birds, tmp_path):
+    from pycalico.plugins.routing.bird import Options, bgp_readiness
+
+    settled(birds.socket)
+    options = Options(config_dir=str(tmp_path), socket=str(birds.socket))
+    options.pid_file.write_text("4242\n")  # BIRD's start, as the readiness rule reads it
+    started = options.pid_file.stat().st_mtime
+    # Just started: every Calico peer must be up (Other is no Calico peer).
+    assert bgp_readiness(options, now=started + 5) == [
+        "BIRD is not ready: BGP not established with 198.51.100.13,fd00:1::2"]
+    # Later one Established peer is enough, so a mesh does not fail with a few nodes down.
+    assert bgp_readiness(options, now=started + 31) == []
+    # None Established: not ready, however long BIRD has run.
+    assert not control.command(birds.socket, "disable Mesh_198_51_100_12").failed
+    try:
+        assert bgp_readiness(options, now=started + 31) == [
+            "BIRD is not ready: BGP not established with 198.51.100.12,198.51.100.13,fd00:1::2"]
+    finally:
+        assert not control.command(birds.socket, "enable Mesh_198_51_100_12").failed
+        settled(birds.socket)
+    gone = Options(config_dir=str(tmp_path), socket=str(tmp_path / "bird.ctl"))
+    assert bgp_readiness(gone) == [
+        f"BIRD is not ready: unable to talk to BIRD on {gone.socket}: No such file or directory"]

@@ -179,35 +179,6 @@ def test_the_loop_serves_its_probes_over_http(tmp_path):
         get(other, "/liveness")
 
 
-def test_bgp_readiness_as_calico_node_bird_ready_judges_it(tmp_path, monkeypatch):
-    from pycalico.plugins.routing.bird import Options, bgp_readiness, control
-    from unit.test_bird_status import ROWS
-
-    options = Options(config_dir=str(tmp_path), socket=str(tmp_path / "bird.ctl"))
-    options.pid_file.write_text("4242\n")
-    started = options.pid_file.stat().st_mtime
-    monkeypatch.setattr(control, "protocols", lambda path: ROWS)
-    # Just started: every Calico peer must be up (Other is no Calico peer).
-    assert bgp_readiness(options, now=started + 5) == [
-        "BIRD is not ready: BGP not established with 198.51.100.13,fd00:1::2"
-    ]
-    # Later one Established peer is enough, so a mesh does not fail with a few nodes down.
-    assert bgp_readiness(options, now=started + 31) == []
-    down = [r for r in ROWS if not r.info.startswith("Established")]
-    monkeypatch.setattr(control, "protocols", lambda path: down)
-    assert bgp_readiness(options, now=started + 31) == [
-        "BIRD is not ready: BGP not established with 198.51.100.13,fd00:1::2"
-    ]
-    monkeypatch.setattr(control, "protocols", lambda path: ROWS[:1])  # no BGP peers at all
-    assert bgp_readiness(options) == []
-
-    def gone(path):
-        raise control.BirdError(f"unable to talk to BIRD on {path}: No such file or directory")
-
-    monkeypatch.setattr(control, "protocols", gone)
-    assert bgp_readiness(options) == [f"BIRD is not ready: unable to talk to BIRD on {options.socket}: No such file or directory"]
-
-
 def test_probe_flags_say_what_is_wrong_and_exit_1(tmp_path, capsys):
     from pycalico.core import node
 

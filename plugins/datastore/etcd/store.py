@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -25,6 +24,7 @@ from pycalico.core import selector as selectors
 from pycalico.core.datastore import AlreadyExists, Conflict, Event, NotFound, Page, Snapshot, check_identity
 from pycalico.core.resources.base import deferred_checks
 from pycalico.core.resources.meta import Resource
+from pycalico.core.times import rfc3339
 
 from . import keys
 from .client import Compacted, Connection
@@ -415,7 +415,7 @@ def _new_identity(resource: Resource, info: Any) -> dict:
     only: the IPAM records keep no metadata in etcd)."""
     if keys.is_ipam(info.kind):
         return {}
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = rfc3339()
     return {
         "uid": resource.metadata.uid or str(uuid.uuid4()),
         "creation_timestamp": resource.metadata.creation_timestamp or now,

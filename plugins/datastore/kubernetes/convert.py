@@ -25,7 +25,6 @@ import copy
 import ipaddress
 import json
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -52,6 +51,7 @@ from pycalico.core.resources.types import (
     check_mac,
     parse_cidr,
 )
+from pycalico.core.times import rfc3339
 
 from . import crds, names
 
@@ -73,7 +73,7 @@ META_KEYS = (
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339()
 
 
 def ours(key: str) -> bool:

@@ -25,7 +25,6 @@ import bisect
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -44,7 +43,7 @@ from pycalico.core.datastore import (
 )
 from pycalico.core.resources import codec
 from pycalico.core.resources.meta import Resource
-from pycalico.core.status import rfc3339
+from pycalico.core.times import rfc3339
 
 from . import convert, names
 from .api import STRATEGIC_MERGE_PATCH, ApiError, KubeAPI
@@ -337,7 +336,7 @@ class KubernetesDatastore:
         ``False``/``CalicoIsUp`` when it starts, ``True``/``CalicoIsDown`` when it shuts
         down; a strategic merge patch of the Node's ``status.conditions`` (keyed by
         type) through nodes/status, leaving the kubelet's conditions alone."""
-        now = rfc3339(time.time())
+        now = rfc3339()
         condition = {
             "type": "NetworkUnavailable",
             "status": "False" if available else "True",

@@ -29,6 +29,7 @@ import attrs
 from pycalico.core.resources.base import deferred_checks
 from pycalico.core.resources.ipam import AllocationAttribute, IPAMBlock, IPAMBlockSpec, cidr_name
 from pycalico.core.resources.meta import ObjectMeta
+from pycalico.core.times import rfc3339
 
 from .errors import AddressInUse, StaleRelease
 
@@ -47,7 +48,7 @@ def _never(_ip: IPAddress) -> bool:
 def timestamp(now: float) -> str:
     """``releasedAt`` for a release at ``now`` (Unix seconds): RFC 3339, whole seconds,
     rounded up so that a cooldown is never cut short by the rounding."""
-    return datetime.fromtimestamp(math.ceil(now), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(math.ceil(now))
 
 
 def seconds(text: str) -> float:
