@@ -21,7 +21,7 @@ from pathlib import Path
 
 import attrs
 
-from . import etcd, netns
+from . import etcd, machine, netns
 from . import typha as replicas
 from .config import node_config_text, typha_config_text
 from .state import (
@@ -78,10 +78,14 @@ POOL_MODES = {"vxlan": {"vxlanMode": "Always"}, "ipip": {"ipipMode": "Always"}}
 
 
 def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | None = None,
-         policy: str | None = None, typhas: int = 0) -> LabState:
+         policy: str | None = None, typhas: int = 0, bare: bool = False) -> LabState:
     """The lab's full layout, decided before anything is created. With ``routing`` or
     ``policy`` given, calico-node runs on every node; with ``typhas``, that many
-    calico-typha replicas run in the cp namespace and every node's calico.toml lists them."""
+    calico-typha replicas run in the cp namespace and every node's calico.toml lists them.
+    ``bare`` nodes are machines of their own for an installer to provision (machine.py)."""
+    if bare and (routing is not None or policy is not None or typhas):
+        raise LabError("bare nodes run nothing of pycalico until an installer provisions "
+                       "them: --bare takes no --routing, --policy or --typha")
     if routing is not None and routing not in ROUTINGS:
         raise LabError(f"--routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
     if policy is not None and policy not in POLICIES:
@@ -92,6 +96,8 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | No
         raise LabError(f"--subnets must be 1 or 2, not {subnets}")
     if not 0 <= typhas <= replicas.MAX_REPLICAS:
         raise LabError(f"--typha must be between 0 and {replicas.MAX_REPLICAS}, not {typhas}")
+    if bare:
+        machine.check_root(Path(state_dir).absolute())
     cp_ip = f"{SUBNETS[0]}.{CP_HOST}"
     endpoints = [etcd.client_url(cp_ip)]
     # First half (rounded up) of the nodes in the first subnet.
@@ -107,6 +113,7 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | No
             prefixlen=PREFIXLEN,
             gateway=f"{subnet}.{ROUTER_HOST}",
             config_path=str(state_dir / "nodes" / node / "calico.toml"),
+            root=str(state_dir / "nodes" / node / "root") if bare else "",
         ))
     return LabState(
         name=name,
@@ -120,6 +127,7 @@ def plan(name: str, nodes: int, subnets: int, state_dir: Path, routing: str | No
         routing=routing or "none",
         policy=policy or "iptables",
         agents=routing is not None or policy is not None,
+        bare=bare,
         typhas=replicas.plan(state_dir, cp_ip, typhas),
     )
 
@@ -134,7 +142,7 @@ class Lab:
     def up(cls, name: str = "lab", nodes: int = 2, subnets: int = 1,
            state_root: Path | str | None = None, *, recreate: bool = False,
            etcd_timeout: float = 20.0, routing: str | None = None, policy: str | None = None,
-           agent_timeout: float = 60.0, typha: int = 0) -> Lab:
+           agent_timeout: float = 60.0, typha: int = 0, bare: bool = False) -> Lab:
         """Build the lab. On any failure everything created so far is torn down.
 
         With ``routing`` (bird, vxlan, ipip, none) or ``policy`` (iptables, nftables),
@@ -142,7 +150,9 @@ class Lab:
         the default pool encapsulates as the routing mode needs, and ``up`` returns once
         every node has registered its Node. With ``typha`` N, N calico-typha replicas
         serve the agents (all of them listed in each node's ``[typha] addresses``) and
-        are ready before any agent starts."""
+        are ready before any agent starts. With ``bare``, each node is a machine of its
+        own (its own /etc, /opt, /var, /usr/local, /root, /run and host name) with
+        nothing of pycalico in it, for an installer to provision; ``exec`` runs there."""
         directory = lab_dir(name, state_root)
         if state_path(directory).exists():
             if not recreate:
@@ -153,7 +163,7 @@ class Lab:
         if directory.exists() and any(directory.iterdir()):
             # down() removes the whole directory, so it must start out ours.
             raise LabError(f"state directory {directory} is not empty and holds no lab")
-        lab = cls(plan(name, nodes, subnets, directory, routing, policy, typha))
+        lab = cls(plan(name, nodes, subnets, directory, routing, policy, typha, bare))
         taken = [ns for ns in lab._all_netns() if netns.exists(ns)]
         if taken:
             raise LabError(f"network namespace {taken[0]} already exists but belongs to "
@@ -248,10 +258,27 @@ class Lab:
 
     def exec(self, node: str | NodeRecord, argv: Sequence[str],
              env: Mapping[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
-        """subprocess.run(argv) inside the node's namespace with the node's env."""
+        """subprocess.run(argv) inside the node's namespace with the node's env; on a
+        bare node inside all its namespaces, with a login's environment."""
         n = node if isinstance(node, NodeRecord) else self.node(node)
-        full_env = {**os.environ, **self.node_env(n), **(env or {})}
-        return subprocess.run(netns.exec_argv(n.netns, argv), env=full_env, **kw)
+        base = machine.ENV if n.root else {**os.environ, **self.node_env(n)}
+        return subprocess.run(self.node_argv(n, argv), env={**base, **(env or {})}, **kw)
+
+    def node_argv(self, node: str | NodeRecord, argv: Sequence[str]) -> list[str]:
+        """``argv`` wrapped to run inside the node: its network namespace, and for a
+        bare node its mount and UTS namespaces too."""
+        n = node if isinstance(node, NodeRecord) else self.node(node)
+        if not n.root:
+            return netns.exec_argv(n.netns, argv)
+        pid = self.holder_pid(n)
+        if pid is None:
+            raise LabError(f"bare node {n.name} of lab {self.name!r} is gone (its holder process "
+                           f"no longer runs); recreate the lab")
+        return machine.enter_argv(pid, argv)
+
+    def holder_pid(self, node: NodeRecord) -> int | None:
+        """The pid of the process holding a bare node's namespaces, if it runs."""
+        return next((p.pid for p in self.processes if p.name == f"root-{node.name}" and p.alive()), None)
 
     def spawn(self, netns_name: str, argv: Sequence[str], log_path: Path | str,
               name: str | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -391,7 +418,7 @@ class Lab:
             "etcd": {"endpoints": self.etcd_endpoints, "healthy": self.etcd_healthy()},
             "nodes": [{
                 "name": n.name, "netns": n.netns, "ip": n.ip, "cidr": n.cidr,
-                "gateway": n.gateway, "config_path": n.config_path,
+                "gateway": n.gateway, "config_path": n.config_path, "root": n.root or None,
                 "netns_exists": netns.exists(n.netns),
             } for n in self.nodes],
             "typha": [self._typha_status(t) for t in self.state.typhas],
@@ -507,6 +534,8 @@ class Lab:
             self._attach(n.netns, f"v-{n.name}", n.cidr, n.gateway)
             netns.sysctl(n.netns, "net.ipv4.ip_forward", 1)
             netns.sysctl(n.netns, "net.ipv4.conf.all.accept_redirects", 0)
+            if n.root:
+                self._start_holder(n)
             path = Path(n.config_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(node_config_text(n.name, self.etcd_endpoints, self.state.routing,
@@ -521,6 +550,13 @@ class Lab:
             self.start_typha(t.name)
         self.state.complete = True
         self.save()
+
+    def _start_holder(self, n: NodeRecord, timeout: float = 10.0) -> None:
+        log_path = self.state_dir / "logs" / f"root-{n.name}.log"
+        pid = self.spawn(n.netns, machine.holder_argv(n.root, n.name), log_path, name=f"root-{n.name}")
+        rec = next(p for p in self.processes if p.pid == pid)
+        wait_ready(f"bare node {n.name}", lambda: None if machine.settled(pid) else "mounts not in place",
+                   log_path, rec.alive, timeout)
 
     def _start_etcd(self, timeout: float) -> None:
         data_dir = self.state_dir / "etcd" / "data"

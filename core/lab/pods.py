@@ -16,6 +16,10 @@ the pod.
 Before the first pod, the datastore gets a default IPPool (10.65.0.0/16, blockSize 26,
 no encapsulation) if it has none, as calico-node does at start.
 
+A bare node (machine.py) is provisioned like a machine: there the chain is the node's own
+``/etc/cni/net.d/10-calico.conflist`` and the executables its ``/opt/cni/bin``, as its
+installer put them.
+
 The node agent's socket (``nodes/<node>/cni.sock``) is in each node's conflist;
 ``start_cni_agent`` runs the agent side there (otherwise the executable serves itself).
 
@@ -58,6 +62,9 @@ DEFAULT_POOL = "default-ipv4-ippool"
 DEFAULT_POOL_CIDR = "10.65.0.0/16"
 DEFAULT_BLOCK_SIZE = 26
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+# Where a provisioned machine has them, as kubelet and containerd look by default.
+MACHINE_CNI_BIN = "/opt/cni/bin"
+MACHINE_CNI_CONF = "/etc/cni/net.d"
 PLUGIN_TIMEOUT = 120.0
 POD_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 PODS_FILE = "pods.json"
@@ -163,7 +170,17 @@ def write_conflist(lab: Lab, node: str | NodeRecord) -> Path:
 
 
 def load_conflist(lab: Lab, node: str | NodeRecord) -> dict:
-    path = conflist_path(lab, node)
+    n = _node(lab, node)
+    if n.root:
+        path = f"{MACHINE_CNI_CONF}/{CONFLIST}"
+        res = lab.exec(n, ["cat", path], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise LabError(f"{n.name} has no CNI configuration: {res.stderr.strip()}")
+        try:
+            return json.loads(res.stdout)
+        except ValueError as e:
+            raise LabError(f"{n.name}:{path} is not JSON: {e}") from None
+    path = conflist_path(lab, n)
     if not path.exists():
         write_conflist(lab, node)
     return json.loads(path.read_text())
@@ -304,7 +321,11 @@ def run_plugin(lab: Lab, node: str | NodeRecord, netconf: dict, env: Mapping[str
     """Execute one CNI plugin (``netconf["type"]``) inside the node's namespace, as a
     runtime does. Returns its JSON output (None if it printed nothing); CniFailed with
     the plugin's CNI error."""
-    path = _find_plugin(netconf["type"])
+    if _node(lab, node).root:
+        path = f"{MACHINE_CNI_BIN}/{netconf['type']}"
+        env = {**env, "CNI_PATH": MACHINE_CNI_BIN}
+    else:
+        path = _find_plugin(netconf["type"])
     try:
         proc = lab.exec(node, [path], env=dict(env), input=json.dumps(netconf).encode(),
                         capture_output=True, timeout=timeout)
@@ -493,7 +514,8 @@ def add_pod(lab: Lab, node: str | NodeRecord, key: str, labels: Mapping[str, str
         runtime["portMappings"] = [dict(p) for p in port_mappings]
     if bandwidth:
         runtime["bandwidth"] = dict(bandwidth)
-    write_conflist(lab, n)
+    if not n.root:
+        write_conflist(lab, n)
     try:
         result = run_chain(lab, n, "ADD", env, runtime, labels, ports=ports) or {}
     except BaseException:

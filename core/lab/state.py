@@ -39,6 +39,8 @@ class NodeRecord:
     prefixlen: int
     gateway: str
     config_path: str
+    # A bare node's own root (overlays and its /run; see machine.py); empty otherwise.
+    root: str = ""
 
     @property
     def cidr(self) -> str:
@@ -92,6 +94,8 @@ class LabState:
     routing: str = "none"
     policy: str = "iptables"
     agents: bool = False
+    # Bare nodes: machines of their own for an installer to provision (machine.py).
+    bare: bool = False
     # calico-typha replicas in the cp namespace; the nodes' agents read through them.
     typhas: list[TyphaRecord] = attrs.Factory(list)
     # In creation order; torn down in reverse.

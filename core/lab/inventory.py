@@ -1,0 +1,34 @@
+"""An Ansible inventory of a lab's bare nodes, reached through the ``calico_lab``
+connection plugin (ansible/connection_plugins/calico_lab.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cluster import Lab
+from .state import LabError
+
+GROUP = "calico_lab_nodes"
+# Debian's interpreter, as on a bare-metal node; the remote temp directory under the
+# node's own /var, since /tmp is the host's.
+HOST_VARS = {
+    "ansible_connection": "calico_lab",
+    "ansible_python_interpreter": "/usr/bin/python3",
+    "ansible_remote_tmp": "/var/tmp/.ansible-tmp",
+}
+
+
+def inventory(lab: Lab) -> dict[str, Any]:
+    """The inventory as Ansible's YAML inventory plugin reads it."""
+    if not lab.state.bare:
+        raise LabError(f"lab {lab.name!r} has no bare nodes to provision; "
+                       f"create one with `calico-lab up --bare`")
+    return {"all": {"children": {GROUP: {
+        "hosts": {n.name: {"calico_lab_ip": n.cidr} for n in lab.nodes},
+        "vars": {
+            **HOST_VARS,
+            "calico_lab_name": lab.name,
+            "calico_lab_state_root": str(lab.state_dir.parent),
+            "calico_lab_etcd_endpoints": list(lab.etcd_endpoints),
+        },
+    }}}}
