@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--typha", type=int, default=0, metavar="N",
                     help=f"run N calico-typha replicas (0..{MAX_REPLICAS}) in the control-plane namespace; "
                          "every node's agent reads through them instead of watching etcd")
+    up.add_argument("--bare", action="store_true",
+                    help="bare nodes: each a machine of its own (its own /etc, /opt, /var, /usr/local, "
+                         "/root, /run and host name) with nothing of pycalico, for Ansible to "
+                         "provision (see `inventory`)")
+
+    inv = sub.add_parser("inventory", parents=[common],
+                         help="print an Ansible inventory of a lab's bare nodes (connection calico_lab)")
+    inv.add_argument("--json", action="store_true", help="JSON instead of YAML")
 
     st = sub.add_parser("status", parents=[common], help="show a lab")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -85,10 +93,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("down", parents=[common], help="remove a lab (idempotent)")
 
-    demo = sub.add_parser("demo", parents=[common], help="build a 3-node lab, show it, tear it down")
-    demo.set_defaults(name="demo")
+    demo = sub.add_parser("demo", help="a lab with BGP, pods in two namespaces and a policy: show it, "
+                                       "check it with pings, tear it down")
+    demo.add_argument("--name", default="demo", help="lab name (default: demo); a lab of that name is replaced")
+    demo.add_argument("--state-dir", metavar="DIR", default=None, help="root holding lab state, as for `up`")
     demo.add_argument("--keep", action="store_true", help="leave the lab up to explore")
-    demo.add_argument("--nodes", type=int, default=3)
+    demo.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    demo.add_argument("--policy", choices=POLICIES, default="iptables",
+                      help="the agents' policy plugin (default iptables)")
 
     ls = sub.add_parser("list", help="list labs")
     ls.add_argument("--state-dir", metavar="DIR", default=None)
@@ -109,7 +121,8 @@ def _cmd_up(a) -> int:
     if a.route_reflectors and a.routing != "bird":
         raise LabError("--route-reflectors needs --routing bird")
     lab = Lab.up(a.name, nodes=a.nodes, subnets=a.subnets, state_root=a.state_dir,
-                 recreate=a.recreate, routing=a.routing, policy=a.policy, typha=a.typha)
+                 recreate=a.recreate, routing=a.routing, policy=a.policy, typha=a.typha,
+                 bare=a.bare)
     if a.route_reflectors:
         from . import bgp
 
@@ -129,6 +142,21 @@ def _cmd_up(a) -> int:
               f"(netns {lab.cp_netns}); every node's [typha] addresses lists them")
     if lab.state.agents:
         print(f"calico-node runs on every node: routing {lab.state.routing}, policy {lab.state.policy}")
+    if lab.state.bare:
+        print(f"bare nodes, ready to provision: {PROG} inventory --name {lab.name} > inventory.yml")
+    return 0
+
+
+def _cmd_inventory(a) -> int:
+    from .inventory import inventory
+
+    data = inventory(Lab.load(a.name, a.state_dir))
+    if a.json:
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
 
@@ -227,7 +255,7 @@ def _cmd_demo(a) -> int:
     _need_root()
     from .demo import run
 
-    return run(a.name, keep=a.keep, nodes=a.nodes, state_root=a.state_dir)
+    return run(a.name, keep=a.keep, nodes=a.nodes, state_root=a.state_dir, policy=a.policy)
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -296,7 +324,7 @@ def _cmd_pod(a) -> int:
 
 _COMMANDS = {"up": _cmd_up, "status": _cmd_status, "exec": _cmd_exec, "pod": _cmd_pod,
              "down": _cmd_down, "list": _cmd_list, "demo": _cmd_demo, "apply": _cmd_kube, "delete": _cmd_kube,
-             "label": _cmd_kube}
+             "label": _cmd_kube, "inventory": _cmd_inventory}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
