@@ -44,33 +44,44 @@ class ConfigError(ValueError):
 class Slot:
     """One pluggable slot: which plugin fills it, and the tables of its plugins."""
 
-    type: str
+    type: str = attrs.field(metadata={"doc": "The plugin that fills this slot, by the name it is installed under "
+                                          "(its entry point); its own options are the table named after it."})
     tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     options: Any = None  # the chosen plugin's table, structured by its schema
 
 
 @attrs.frozen
 class Intervals:
-    resync_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400))
-    coalesce_seconds: float = attrs.field(default=0.1, validator=in_range(0, 10))
-    reporting_seconds: float = attrs.field(default=30.0, validator=in_range(0, 86400))
-    reporting_ttl_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400))
+    resync_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400), metadata={
+        "doc": "Seconds between full reconcile passes, which repair drift made by others "
+               "(Felix's RouteRefreshInterval is 90 s)."})
+    coalesce_seconds: float = attrs.field(default=0.1, validator=in_range(0, 10), metadata={
+        "doc": "Updates arriving within this many seconds of each other are applied in one pass."})
+    reporting_seconds: float = attrs.field(default=30.0, validator=in_range(0, 86400), metadata={
+        "doc": "How often, in seconds, the node reports its status to the datastore "
+               "(Felix's ReportingInterval); 0 disables reporting."})
+    reporting_ttl_seconds: float = attrs.field(default=90.0, validator=in_range(1, 86400), metadata={
+        "doc": "How long, in seconds, a status report stays in the datastore (Felix's ReportingTTLSecs)."})
 
 
 @attrs.frozen
 class Logging:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
-    file: str = ""
+    level: Literal["debug", "info", "warning", "error"] = attrs.field(
+        default="info", metadata={"doc": "The least severe messages that are logged."})
+    format: Literal["text", "json"] = attrs.field(
+        default="text", metadata={"doc": "`text` lines, or one JSON object a line "
+                                         "(time, level, component, logger, msg)."})
+    file: str = attrs.field(default="", metadata={"doc": "The file the log is appended to; empty: standard error."})
 
 
 @attrs.frozen
 class Endpoint:
     """Where an HTTP listener binds (health, metrics)."""
 
-    enabled: bool = True
-    host: str = "localhost"
-    port: int = attrs.field(default=9099, validator=in_range(1, 65535))
+    enabled: bool = attrs.field(default=True, metadata={"doc": "Serve /liveness and /readiness (HealthEnabled)."})
+    host: str = attrs.field(default="localhost", metadata={"doc": "The address the listener binds (HealthHost)."})
+    port: int = attrs.field(default=9099, validator=in_range(1, 65535), metadata={
+        "doc": "The TCP port of the listener (Felix's HealthPort)."})
 
 
 @attrs.frozen
@@ -78,9 +89,12 @@ class MetricsEndpoint(Endpoint):
     """``[metrics]``: Felix's Prometheus defaults (off, every address, 9091), also when
     the table names only some of its keys."""
 
-    enabled: bool = False
-    host: str = "0.0.0.0"
-    port: int = attrs.field(default=9091, validator=in_range(1, 65535))
+    enabled: bool = attrs.field(default=False, metadata={
+        "doc": "Serve Prometheus metrics on /metrics (Felix's PrometheusMetricsEnabled)."})
+    host: str = attrs.field(default="0.0.0.0", metadata={
+        "doc": "The address the listener binds (PrometheusMetricsHost); 0.0.0.0: every address."})
+    port: int = attrs.field(default=9091, validator=in_range(1, 65535), metadata={
+        "doc": "The TCP port of the listener (Felix's PrometheusMetricsPort)."})
 
 
 def _check_ip(value: str) -> None:
@@ -104,19 +118,30 @@ def _check_method(value: str) -> None:
 class NodeSettings:
     """How this node registers itself (calico-node's IP, IP_AUTODETECTION_METHOD, AS)."""
 
-    ip: str = attrs.field(default="autodetect", validator=validated(_check_ip))
-    ip_autodetection_method: str = attrs.field(default="first-found", validator=validated(_check_method))
-    as_number: int | None = attrs.field(default=None, validator=in_range(1, 4294967295))
+    ip: str = attrs.field(default="autodetect", validator=validated(_check_ip), metadata={
+        "doc": "This node's IPv4 address with prefix length, registered on its Node resource "
+               "(spec.bgp.ipv4Address; Calico's IP): `autodetect`, `none`, or e.g. `198.51.100.11/24`."})
+    ip_autodetection_method: str = attrs.field(default="first-found", validator=validated(_check_method), metadata={
+        "doc": "How `autodetect` finds the address (Calico's IP_AUTODETECTION_METHOD): `first-found`, "
+               "`can-reach=DEST`, `interface=REGEX[,REGEX]`, `skip-interface=REGEX[,REGEX]` or `cidr=CIDR[,CIDR]`."})
+    as_number: int | None = attrs.field(default=None, validator=in_range(1, 4294967295), metadata={
+        "doc": "This node's AS number (Calico's AS). Unset: the cluster's, from the BGPConfiguration "
+               "(64512 by default).",
+        "example": 64512})
     # Calico's AUTODETECT_POLL_INTERVAL: how long a detected address is trusted before
     # the interfaces are read again (a dump of every veth on a busy node).
-    autodetect_poll_seconds: float = attrs.field(default=60.0, validator=in_range(0, 86400))
+    autodetect_poll_seconds: float = attrs.field(default=60.0, validator=in_range(0, 86400), metadata={
+        "doc": "Seconds a detected address is trusted before the interfaces are read again "
+               "(Calico's AUTODETECT_POLL_INTERVAL); 0 reads them on every pass."})
 
 
 @attrs.frozen
 class Plugins:
     """Hook-only plugins (observers, exporters) found through entry points."""
 
-    disabled: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = attrs.field(default=(), metadata={
+        "doc": "Hook-only plugins (entry-point group pycalico.plugins) not to load, by name; "
+               "every other one installed is loaded."})
 
 
 def split_address(text: str) -> tuple[str, int]:
@@ -177,16 +202,20 @@ class TyphaHealthEndpoint(Endpoint):
     """``[typha.server.health]``: Typha's defaults (on, localhost, 9098), also when the
     table names only some of its keys."""
 
-    port: int = attrs.field(default=9098, validator=in_range(1, 65535))
+    port: int = attrs.field(default=9098, validator=in_range(1, 65535), metadata={
+        "doc": "The TCP port of the listener (Typha's HealthPort)."})
 
 
 @attrs.frozen
 class TyphaMetricsEndpoint(Endpoint):
     """``[typha.server.metrics]``: Typha's Prometheus defaults (off, every address, 9093)."""
 
-    enabled: bool = False
-    host: str = "0.0.0.0"
-    port: int = attrs.field(default=9093, validator=in_range(1, 65535))
+    enabled: bool = attrs.field(default=False, metadata={
+        "doc": "Serve Prometheus metrics on /metrics (Typha's PrometheusMetricsEnabled)."})
+    host: str = attrs.field(default="0.0.0.0", metadata={
+        "doc": "The address the listener binds (PrometheusMetricsHost); 0.0.0.0: every address."})
+    port: int = attrs.field(default=9093, validator=in_range(1, 65535), metadata={
+        "doc": "The TCP port of the listener (Typha's PrometheusMetricsPort)."})
 
 
 @attrs.frozen
@@ -195,23 +224,45 @@ class TyphaServer(_TLSSettings):
     ``ConnectionDropIntervalSecs``, TLS, health and metrics parameters
     (``typha/pkg/config/config_params.go``), with Calico's defaults."""
 
-    host: str = "0.0.0.0"
-    port: int = attrs.field(default=5473, validator=in_range(1, 65535))
-    max_connections: int = attrs.field(default=10000, validator=in_range(1, 1_000_000))
-    max_message_size: int = attrs.field(default=100, validator=in_range(1, 100_000))
-    max_fall_behind_seconds: float = attrs.field(default=300.0, validator=in_range(0.1, 86400))
-    new_client_fall_behind_grace_seconds: float = attrs.field(default=300.0, validator=in_range(0, 86400))
-    ping_interval_seconds: float = attrs.field(default=10.0, validator=in_range(0.05, 3600))
-    pong_timeout_seconds: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
-    handshake_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
-    drop_interval_seconds: float = attrs.field(default=1.0, validator=in_range(0.01, 3600))
-    key_file: str = ""
-    cert_file: str = ""
-    ca_file: str = ""
-    client_cn: str = ""
-    client_uri_san: str = ""
-    health: TyphaHealthEndpoint = attrs.field(factory=TyphaHealthEndpoint)
-    metrics: TyphaMetricsEndpoint = attrs.field(factory=TyphaMetricsEndpoint)
+    host: str = attrs.field(default="0.0.0.0", metadata={
+        "doc": "The address calico-typha listens on for agents (ServerHost); 0.0.0.0: every address."})
+    port: int = attrs.field(default=5473, validator=in_range(1, 65535), metadata={
+        "doc": "The TCP port calico-typha listens on for agents (ServerPort)."})
+    max_connections: int = attrs.field(default=10000, validator=in_range(1, 1_000_000), metadata={
+        "doc": "Above this many agents, one connection is dropped at random every "
+               "`drop_interval_seconds` (MaxConnectionsUpperLimit)."})
+    max_message_size: int = attrs.field(default=100, validator=in_range(1, 100_000), metadata={
+        "doc": "Key/value updates per message (ServerMaxMessageSize, SnapshotCacheMaxBatchSize)."})
+    max_fall_behind_seconds: float = attrs.field(default=300.0, validator=in_range(0.1, 86400), metadata={
+        "doc": "An agent whose oldest unsent change is older than this is disconnected; it then "
+               "reconnects and resyncs (ServerMaxFallBehindSecs)."})
+    new_client_fall_behind_grace_seconds: float = attrs.field(default=300.0, validator=in_range(0, 86400), metadata={
+        "doc": "Extra time a new agent may fall behind after its snapshot "
+               "(ServerNewClientFallBehindGracePeriod)."})
+    ping_interval_seconds: float = attrs.field(default=10.0, validator=in_range(0.05, 3600), metadata={
+        "doc": "Seconds between pings to each agent (ServerPingIntervalSecs)."})
+    pong_timeout_seconds: float = attrs.field(default=60.0, validator=in_range(0.1, 86400), metadata={
+        "doc": "An agent that has not answered a ping for this long is disconnected; more than two "
+               "ping intervals (ServerPongTimeoutSecs)."})
+    handshake_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600), metadata={
+        "doc": "How long a new connection may take to say hello (ServerHandshakeTimeoutSecs)."})
+    drop_interval_seconds: float = attrs.field(default=1.0, validator=in_range(0.01, 3600), metadata={
+        "doc": "Seconds between connections dropped while above `max_connections` "
+               "(ConnectionDropIntervalSecs)."})
+    key_file: str = attrs.field(default="", metadata={
+        "doc": "Server TLS key (ServerKeyFile). Server TLS is all or none: key_file, cert_file, "
+               "ca_file and client_cn or client_uri_san."})
+    cert_file: str = attrs.field(default="", metadata={"doc": "Server TLS certificate (ServerCertFile)."})
+    ca_file: str = attrs.field(default="", metadata={
+        "doc": "The CA that agents' certificates must come from (CAFile)."})
+    client_cn: str = attrs.field(default="", metadata={
+        "doc": "The common name agents' certificates must carry (ClientCN); this or client_uri_san."})
+    client_uri_san: str = attrs.field(default="", metadata={
+        "doc": "The URI SAN agents' certificates must carry (ClientURISAN); this or client_cn."})
+    health: TyphaHealthEndpoint = attrs.field(factory=TyphaHealthEndpoint, metadata={
+        "doc": "calico-typha's /liveness and /readiness (ready once in sync with the datastore)."})
+    metrics: TyphaMetricsEndpoint = attrs.field(factory=TyphaMetricsEndpoint, metadata={
+        "doc": "calico-typha's Prometheus metrics (typha_connections_active, ...)."})
 
     def __attrs_post_init__(self) -> None:
         problems = _tls_problems(self, ("key_file", "cert_file", "ca_file"), ("client_cn", "client_uri_san"), "server")
@@ -230,15 +281,25 @@ class Typha(_TLSSettings):
     ``TyphaURISAN``). No addresses: the agent watches the datastore itself.
     ``server`` configures calico-typha, which reads the same file."""
 
-    addresses: tuple[str, ...] = ()
-    read_timeout_seconds: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
-    write_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    cn: str = ""
-    uri_san: str = ""
-    server: TyphaServer = attrs.field(factory=TyphaServer)
+    addresses: tuple[str, ...] = attrs.field(default=(), metadata={
+        "doc": "calico-typha instances to read the datastore through, as `host:port` (Felix's "
+               "TyphaAddr). Empty: the agent watches the datastore itself. Several: the first one tried "
+               "is picked at random, then the next on each reconnect."})
+    read_timeout_seconds: float = attrs.field(default=30.0, validator=in_range(0.1, 3600), metadata={
+        "doc": "A Typha connection silent for this long is dropped (Felix's TyphaReadTimeout)."})
+    write_timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600), metadata={
+        "doc": "A write to Typha that takes longer fails (Felix's TyphaWriteTimeout)."})
+    ca_file: str = attrs.field(default="", metadata={
+        "doc": "The CA Typha's certificate must come from (TyphaCAFile). Client TLS is all or none: "
+               "ca_file, cert_file, key_file and cn or uri_san."})
+    cert_file: str = attrs.field(default="", metadata={"doc": "The agent's client certificate (TyphaCertFile)."})
+    key_file: str = attrs.field(default="", metadata={"doc": "The agent's client key (TyphaKeyFile)."})
+    cn: str = attrs.field(default="", metadata={
+        "doc": "The common name Typha's certificate must carry (TyphaCN); this or uri_san."})
+    uri_san: str = attrs.field(default="", metadata={
+        "doc": "The URI SAN Typha's certificate must carry (TyphaURISAN); this or cn."})
+    server: TyphaServer = attrs.field(factory=TyphaServer, metadata={
+        "doc": "calico-typha's own settings (it reads this file too), with Calico's defaults."})
 
     def __attrs_post_init__(self) -> None:
         # Checked here rather than in field validators so that a problem can name the
@@ -253,18 +314,28 @@ class Config:
     node_name: str = attrs.field(
         default="",
         validator=matches(r"|[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", "a valid node name (lowercase DNS subdomain)"),
+        metadata={"doc": "This node's name in the datastore (its Node resource). Empty: $NODENAME, "
+                         "else the host name, lowercased, as Calico picks it."},
     )
-    datastore: Slot = attrs.field(factory=lambda: Slot(type="etcd"))
-    ipam: Slot = attrs.field(factory=lambda: Slot(type="calico-ipam"))
-    routing: Slot = attrs.field(factory=lambda: Slot(type="bird"))
-    policy: Slot = attrs.field(factory=lambda: Slot(type="iptables"))
-    node: NodeSettings = attrs.field(factory=NodeSettings)
-    intervals: Intervals = attrs.field(factory=Intervals)
-    logging: Logging = attrs.field(factory=Logging)
-    health: Endpoint = attrs.field(factory=Endpoint)
-    metrics: MetricsEndpoint = attrs.field(factory=MetricsEndpoint)
-    typha: Typha = attrs.field(factory=Typha)
-    plugins: Plugins = attrs.field(factory=Plugins)
+    datastore: Slot = attrs.field(factory=lambda: Slot(type="etcd"), metadata={
+        "doc": "Where the cluster's resources live: etcd v3 or the Kubernetes API (Calico's DATASTORE_TYPE)."})
+    ipam: Slot = attrs.field(factory=lambda: Slot(type="calico-ipam"), metadata={
+        "doc": "Who hands out pod and tunnel addresses. `none`: the agent allocates no tunnel addresses."})
+    routing: Slot = attrs.field(factory=lambda: Slot(type="bird"), metadata={
+        "doc": "How routes to other nodes' pods are made (Calico's CALICO_NETWORKING_BACKEND). "
+               "`none` is Calico's policy-only mode."})
+    policy: Slot = attrs.field(factory=lambda: Slot(type="iptables"), metadata={
+        "doc": "The dataplane that enforces network policy."})
+    node: NodeSettings = attrs.field(factory=NodeSettings, metadata={
+        "doc": "How this node registers itself on its Node resource."})
+    intervals: Intervals = attrs.field(factory=Intervals, metadata={"doc": "How often the agent works and reports."})
+    logging: Logging = attrs.field(factory=Logging, metadata={"doc": "The agent's log."})
+    health: Endpoint = attrs.field(factory=Endpoint, metadata={
+        "doc": "The health listener: /liveness and /readiness, as Felix serves them."})
+    metrics: MetricsEndpoint = attrs.field(factory=MetricsEndpoint, metadata={
+        "doc": "The Prometheus metrics listener; off by default, as in Felix."})
+    typha: Typha = attrs.field(factory=Typha, metadata={"doc": "Where the agent finds calico-typha."})
+    plugins: Plugins = attrs.field(factory=Plugins, metadata={"doc": "Hook-only plugins (observers, exporters)."})
 
     def slot(self, name: str) -> Slot:
         return getattr(self, name)

@@ -49,13 +49,18 @@ def endpoint_problem(text: str) -> str | None:
 
 @attrs.frozen
 class Options:
-    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
-    ca_cert_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    username: str = ""
-    password: str = attrs.field(default="", repr=False)
-    timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    endpoints: tuple[str, ...] = attrs.field(default=(DEFAULT_ENDPOINT,), metadata={
+        "doc": "etcd client URLs, `http(s)://host[:port]`, tried in turn (Calico's etcdEndpoints)."})
+    ca_cert_file: str = attrs.field(default="", metadata={
+        "doc": "The CA that etcd's server certificate must come from (etcdCACertFile)."})
+    cert_file: str = attrs.field(default="", metadata={
+        "doc": "Client certificate (etcdCertFile); needs key_file and https:// endpoints."})
+    key_file: str = attrs.field(default="", metadata={"doc": "Client key (etcdKeyFile); needs cert_file."})
+    username: str = attrs.field(default="", metadata={"doc": "etcd user (etcdUsername); needs password."})
+    password: str = attrs.field(default="", repr=False, metadata={
+        "doc": "That user's password (etcdPassword); needs username."})
+    timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600), metadata={
+        "doc": "Seconds each etcd request may take before etcd counts as unavailable."})
 
     def __attrs_post_init__(self) -> None:
         # Checked here rather than in field validators so that a problem can name the

@@ -26,9 +26,14 @@ from pycalico.core.schema import FieldError, in_range
 
 @attrs.frozen
 class Options:
-    kubeconfig: str = ""
-    context: str = ""
-    timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    kubeconfig: str = attrs.field(default="", metadata={
+        "doc": "The kubeconfig file to reach the API server with (Calico's kubeconfig). Empty: "
+               "in-cluster, then $KUBECONFIG, then ~/.kube/config."})
+    context: str = attrs.field(default="", metadata={
+        "doc": "The kubeconfig context to use; empty: its current context."})
+    timeout_seconds: float = attrs.field(default=10.0, validator=in_range(0.1, 3600), metadata={
+        "doc": "Seconds each request may take, and how long a watch retries an API server that "
+               "does not answer before the datastore counts as unavailable."})
 
     def __attrs_post_init__(self) -> None:
         if self.kubeconfig and not os.path.isfile(os.path.expanduser(self.kubeconfig)):

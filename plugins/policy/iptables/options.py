@@ -51,16 +51,39 @@ def _mark_bits(mask: int) -> int:
 class Options:
     """The ``[policy.iptables]`` table (see the module docstring)."""
 
-    backend: Literal["auto", "nft", "legacy"] = "auto"
-    deny_action: Literal["", "DROP", "REJECT"] = ""
-    endpoint_to_host_action: Literal["", "ACCEPT", "DROP", "REJECT", "RETURN"] = "ACCEPT"
-    failsafe_inbound: tuple[str, ...] | None = None
-    failsafe_outbound: tuple[str, ...] | None = None
-    log_prefix: str = ""
-    mark_mask: int = attrs.field(default=0xFFFF0000, validator=in_range(0, 0xFFFFFFFF))
-    chain_insert_mode: Literal["insert", "append"] = "insert"
-    refresh_seconds: float = attrs.field(default=90.0, validator=in_range(0, 86400))
-    ipv6: Literal["auto", "on", "off"] = "auto"
+    backend: Literal["auto", "nft", "legacy"] = attrs.field(default="auto", metadata={
+        "doc": "Which iptables to write (Felix's IptablesBackend); `auto` picks the one that already "
+               "holds rules."})
+    deny_action: Literal["", "DROP", "REJECT"] = attrs.field(default="", metadata={
+        "doc": "What a policy's Deny does (IptablesFilterDenyAction). Empty: the FelixConfiguration's, "
+               "else DROP."})
+    endpoint_to_host_action: Literal["", "ACCEPT", "DROP", "REJECT", "RETURN"] = attrs.field(
+        default="ACCEPT", metadata={
+            "doc": "What happens to traffic from a pod to its own host after policy "
+                   "(DefaultEndpointToHostAction). Empty: the FelixConfiguration's."})
+    failsafe_inbound: tuple[str, ...] | None = attrs.field(default=None, metadata={
+        "doc": "Host ports always open inbound, `protocol:port[@CIDR]` (FailsafeInboundHostPorts). "
+               "Unset: the FelixConfiguration's, else Felix's list.",
+        "example": ["tcp:22", "udp:68"]})
+    failsafe_outbound: tuple[str, ...] | None = attrs.field(default=None, metadata={
+        "doc": "Host ports always open outbound, `protocol:port[@CIDR]` (FailsafeOutboundHostPorts). "
+               "Unset: the FelixConfiguration's, else Felix's list.",
+        "example": ["udp:53", "tcp:179"]})
+    log_prefix: str = attrs.field(default="", metadata={
+        "doc": "Prefix of the kernel log lines of rules with action Log (LogPrefix); at most 27 "
+               "characters. Empty: the FelixConfiguration's, else calico-packet."})
+    mark_mask: int = attrs.field(default=0xFFFF0000, validator=in_range(0, 0xFFFFFFFF), metadata={
+        "doc": "The packet mark bits policy may use (IptablesMarkMask), at least 4: accept, pass and "
+               "two scratch bits, lowest first."})
+    chain_insert_mode: Literal["insert", "append"] = attrs.field(default="insert", metadata={
+        "doc": "Whether the jumps to Calico's chains go before (`insert`) or after (`append`) rules "
+               "others put in the built-in chains (ChainInsertMode)."})
+    refresh_seconds: float = attrs.field(default=90.0, validator=in_range(0, 86400), metadata={
+        "doc": "The tables are read back in full at least this often, to repair changes made by "
+               "others (IptablesRefreshInterval); 0: every pass."})
+    ipv6: Literal["auto", "on", "off"] = attrs.field(default="auto", metadata={
+        "doc": "Write ip6tables too: `auto` when the FelixConfiguration's ipv6Support is on and the "
+               "kernel has IPv6."})
 
     def __attrs_post_init__(self) -> None:
         problems = list(self._problems())

@@ -56,13 +56,30 @@ def _failsafe_list(value) -> tuple[str, ...] | None:
 
 @attrs.frozen
 class Options:
-    deny_action: Literal["drop", "reject"] | None = None
-    endpoint_to_host_action: Literal["drop", "accept", "return"] | None = None
-    log_prefix: str | None = None
-    failsafe_inbound: tuple[str, ...] | None = attrs.field(default=None, converter=_failsafe_list)
-    failsafe_outbound: tuple[str, ...] | None = attrs.field(default=None, converter=_failsafe_list)
-    refresh_seconds: float = attrs.field(default=180.0, validator=in_range(0, 86400))
-    nft: str = "nft"
+    deny_action: Literal["drop", "reject"] | None = attrs.field(default=None, metadata={
+        "doc": "What a policy's Deny does (nftablesFilterDenyAction). Unset: the FelixConfiguration's, "
+               "else drop.",
+        "example": "drop"})
+    endpoint_to_host_action: Literal["drop", "accept", "return"] | None = attrs.field(default=None, metadata={
+        "doc": "What happens to traffic from a pod to its own host after policy "
+               "(defaultEndpointToHostAction). Unset: the FelixConfiguration's, else drop.",
+        "example": "accept"})
+    log_prefix: str | None = attrs.field(default=None, metadata={
+        "doc": "Prefix of the log lines of rules with action Log (logPrefix). Unset: the "
+               "FelixConfiguration's, else calico-packet.",
+        "example": "calico-packet"})
+    failsafe_inbound: tuple[str, ...] | None = attrs.field(default=None, converter=_failsafe_list, metadata={
+        "doc": "Host ports always open inbound, `port`, `protocol:port` or `protocol:net:port` "
+               "(FailsafeInboundHostPorts); [] for none. Unset: the FelixConfiguration's, else Felix's list.",
+        "example": ["tcp:22", "udp:68", "tcp:10.0.0.0/8:6443"]})
+    failsafe_outbound: tuple[str, ...] | None = attrs.field(default=None, converter=_failsafe_list, metadata={
+        "doc": "Host ports always open outbound, as failsafe_inbound (FailsafeOutboundHostPorts). "
+               "Unset: the FelixConfiguration's, else Felix's list.",
+        "example": ["udp:53", "tcp:179"]})
+    refresh_seconds: float = attrs.field(default=180.0, validator=in_range(0, 86400), metadata={
+        "doc": "The table is read back in full at least this often, to repair changes made by "
+               "others (as nftablesRefreshInterval); 0: every pass."})
+    nft: str = attrs.field(default="nft", metadata={"doc": "The nft executable."})
 
     def __attrs_post_init__(self) -> None:
         problems = []

@@ -41,9 +41,13 @@ def _socket_path(inst, attribute: attrs.Attribute, value: str) -> None:
 
 @attrs.frozen
 class Options:
-    config_dir: str = attrs.field(default="/etc/calico/confd/config", validator=_absolute)
-    socket: str = attrs.field(default="/var/run/calico/bird.ctl", validator=_socket_path)
-    secrets_dir: str = attrs.field(default="/etc/calico/bgp-secrets", validator=_absolute)
+    config_dir: str = attrs.field(default="/etc/calico/confd/config", validator=_absolute, metadata={
+        "doc": "Where BIRD's configuration is written (bird.cfg, bird_aggr.cfg, bird_ipam.cfg), "
+               "as confd writes it in the calico/node image."})
+    socket: str = attrs.field(default="/var/run/calico/bird.ctl", validator=_socket_path, metadata={
+        "doc": "BIRD's control socket (birdc -s, calicoctl node status)."})
+    secrets_dir: str = attrs.field(default="/etc/calico/bgp-secrets", validator=_absolute, metadata={
+        "doc": "BGP passwords, as Kubernetes mounts a Secret volume: `<secrets_dir>/<secret-name>/<key>`."})
 
     @property
     def config_file(self) -> Path:

@@ -19,4 +19,7 @@ from pycalico.plugins.routing.tunnel import MTU_RANGE
 
 @attrs.frozen
 class Options:
-    mtu: int | None = attrs.field(default=None, validator=MTU_RANGE)
+    mtu: int | None = attrs.field(default=None, validator=MTU_RANGE, metadata={
+        "doc": "tunl0's MTU; 0: the host MTU less 20 (Felix's IpInIpMtu). Unset: the "
+               "FelixConfiguration's ipipMTU, else 0.",
+        "example": 0})
