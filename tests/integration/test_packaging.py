@@ -4,6 +4,7 @@
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -28,12 +29,18 @@ def test_wheel_holds_every_source_package_under_pycalico(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     code = [n for n in names if not n.startswith("pycalico-") and not n.endswith("dist-info/")]
     assert all(n.startswith("pycalico/") for n in code), [n for n in code if not n.startswith("pycalico/")]
-    # Every source package of the tree is in the wheel (a package missing from
-    # pyproject's list would still import in an editable install).
-    for top, prefix in (("core", "pycalico/core"), ("hooks", "pycalico/hooks"), ("plugins", "pycalico/plugins")):
+    # Every source package of the tree is in the wheel, where pyproject's package-dir
+    # puts it (a package missing from pyproject's list would still import in an
+    # editable install).
+    dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for top in set(dirs.values()):
         for init in (REPO / top).rglob("__init__.py"):
-            rel = init.relative_to(REPO / top).as_posix()
-            assert f"{prefix}/{rel}" in names, f"{top}/{rel} is not in the wheel"
+            rel = init.relative_to(REPO)
+            # The most specific mapping holding the file decides its package.
+            package, source = max(((p, Path(d)) for p, d in dirs.items() if Path(d) in rel.parents),
+                                  key=lambda pair: len(pair[1].parts))
+            assert f"{package.replace('.', '/')}/{rel.relative_to(source).as_posix()}" in names, \
+                f"{rel} is not in the wheel"
     assert "pycalico/__init__.py" not in names  # an implicit namespace
 
 
