@@ -35,12 +35,24 @@ def answer(quality: str, reasons: Sequence[str]) -> Response:
     return Response(200, f"{quality}\n")
 
 
-def routes(liveness: Callable[[], list[str]], readiness: Callable[[], list[str]]) -> Mapping[str, Handler]:
-    """The health listener's paths; each callable returns the reasons it is not so."""
-    return {
+def routes(liveness: Callable[[], list[str]], readiness: Callable[[], list[str]],
+           status: Callable[[], list[str]] | None = None) -> Mapping[str, Handler]:
+    """The health listener's paths; ``liveness`` and ``readiness`` return the reasons
+    it is not so, ``status`` the plugins' status lines (``/status``, pycalico's own)."""
+    paths = {
         "/liveness": lambda: answer("live", liveness()),
         "/readiness": lambda: answer("ready", readiness()),
     }
+    if status is not None:
+        paths["/status"] = lambda: status_answer(readiness(), status())
+    return paths
+
+
+def status_answer(reasons: Sequence[str], lines: Sequence[str]) -> Response:
+    """``/status``: readiness as ``/readiness`` judges it (``ready``, or one ``not ready:``
+    line per reason), then the plugins' status lines; 200 when ready, else 503."""
+    head = [f"not ready: {reason}" for reason in reasons] or ["ready"]
+    return Response(503 if reasons else 200, "".join(f"{line}\n" for line in [*head, *lines]))
 
 
 def liveness_reasons(running: bool, since_tick: float, timeout: float = LIVENESS_TIMEOUT) -> list[str]:
@@ -83,18 +95,25 @@ def readiness_reasons(
     return reasons
 
 
-def probe(endpoint: Endpoint, path: str, timeout: float = 5.0) -> str | None:
-    """GET ``path`` from the health listener at ``endpoint``; None when it answers
-    200..399, else why not (the listener's reasons, joined)."""
+def get(endpoint: Endpoint, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """GET ``path`` from the health listener at ``endpoint``: its status and body;
+    OSError when it does not answer."""
     connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
     try:
         connection.request("GET", path)
         reply = connection.getresponse()
-        body = reply.read().decode(errors="replace").strip()
-    except OSError as exc:
-        return f"{exc.strerror or exc}"
+        return reply.status, reply.read().decode(errors="replace").strip()
     finally:
         connection.close()
-    if 200 <= reply.status < 400:
+
+
+def probe(endpoint: Endpoint, path: str, timeout: float = 5.0) -> str | None:
+    """GET ``path`` from the health listener at ``endpoint``; None when it answers
+    200..399, else why not (the listener's reasons, joined)."""
+    try:
+        status, body = get(endpoint, path, timeout)
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    if 200 <= status < 400:
         return None
-    return f"{path.lstrip('/')} probe reporting {reply.status}" + (f": {'; '.join(body.splitlines())}" if body else "")
+    return f"{path.lstrip('/')} probe reporting {status}" + (f": {'; '.join(body.splitlines())}" if body else "")

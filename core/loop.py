@@ -71,6 +71,7 @@ class Loop:
         self.in_sync = False
         self.passes = 0
         self.last_report: PassReport | None = None
+        self.last_state: calc.DesiredState | None = None
         self.last_config_error: str | None = None
         self.datastore_error: str | None = None  # why the sync fails now; None while it follows
         self._serve_http = serve
@@ -167,7 +168,7 @@ class Loop:
         if not self._serve_http:
             return
         self._listeners.apply({
-            "health": (self.config.health, health.routes(self.liveness, self.readiness)),
+            "health": (self.config.health, health.routes(self.liveness, self.readiness, self.status_lines)),
             "metrics": (self.config.metrics, {"/metrics": self.scrape}),
         })
 
@@ -181,6 +182,12 @@ class Loop:
         thread = self._loop_thread
         running = thread is not None and thread.is_alive() and not self._stop.is_set()
         return health.liveness_reasons(running, time.monotonic() - self._tick)
+
+    def status_lines(self) -> list[str]:
+        """The plugins' status lines (``pycalico_node_status``) on the last pass's
+        state, as ``component: text``; none before the first pass."""
+        state = self.last_state
+        return [] if state is None else [f"{c}: {t}" for c, t in self.plugins.node_status(state)]
 
     def readiness(self) -> list[str]:
         """Why the agent is not ready (empty: it is); safe from any thread. A change
@@ -370,7 +377,7 @@ class Loop:
             errors=errors,
             timings=timings,
         )
-        self.last_report = report
+        self.last_report, self.last_state = report, state
         self.metrics.passed(report, state)
         log.info("%s", report.summary())
         if log.isEnabledFor(logging.DEBUG):

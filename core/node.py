@@ -96,6 +96,19 @@ def probe(path: Path, checks: list[str]) -> int:
     return 1 if failures else 0
 
 
+def status(path: Path) -> int:
+    """``calico-node --status``: what the agent running ``path`` serves on ``/status``."""
+    from pycalico.core import health
+
+    try:
+        code, body = health.get(cfg.parse(path.read_text(), str(path), only=PROBE_TABLES).health, "/status")
+    except (OSError, cfg.ConfigError) as exc:
+        print(f"calico-node is not answering: {exc}")
+        return 1
+    print(body)
+    return 0 if code == 200 else 1
+
+
 def _bird_liveness(config: cfg.Config) -> str | None:
     if config.routing.type != "bird":
         return f"routing is {config.routing.type!r}, BIRD does not run"
@@ -116,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("felix-live", "the agent's /liveness"), ("felix-ready", "the agent's /readiness"),
                        ("bird-live", "BIRD answers on its socket"), ("bird-ready", "the routing plugin's readiness")):
         parser.add_argument(f"-{name}", f"--{name}", action="store_true", help=f"probe: {text}; exit 0 when good")
+    parser.add_argument("--status", action="store_true",
+                        help="print the running agent's readiness and its plugins' status lines; exit 0 when ready")
     args = parser.parse_args(argv)
     path = args.config or default_config_path()
     if args.check_config:
         return check(path)
+    if args.status:
+        return status(path)
     checks = [name for name in PROBES if getattr(args, name)]
     if checks:
         return probe(path, checks)

@@ -220,7 +220,8 @@ def pycalico_bgp_status(config: Config, classes: Collection[str]) -> CalicoNodeS
 
 @hookspec
 def pycalico_node_status(state: DesiredState) -> list[tuple[str, str]] | None:
-    """Return status lines for ``calico-node --status`` and the readiness report,
-    as ``(component, text)`` pairs, e.g. ``("bird", "2 of 2 BGP sessions
-    Established")``. All results are shown.
+    """Return status lines for the agent's ``/status`` (``calico-node --status``),
+    shown after its readiness, as ``(component, text)`` pairs, e.g. ``("bird", "BIRD
+    pid 42: 2 of 2 BGP sessions Established")``, about ``state``, the last pass's. Called
+    from the health listener's thread, so it must only read. All results are shown.
     """

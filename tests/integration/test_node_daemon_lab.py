@@ -112,8 +112,17 @@ def test_calico_node_as_a_daemon_in_a_bird_cluster(make_lab):
     assert out == "calico/node is not ready: BIRD is not ready: BGP not established with 198.51.100.12\n"
     body = run_in_netns(lab.node("node1").netns, lambda: answer(9099, "/readiness"))
     assert body == (503, "BIRD is not ready: BGP not established with 198.51.100.12\n")
+    # calico-node --status: the same reason, then what each plugin says of itself.
+    # (policy is nftables by now, which reports its table too)
+    code, out = probe(lab, "node1", "--status")
+    assert code == 1 and out.splitlines()[0] == "not ready: BIRD is not ready: BGP not established with 198.51.100.12"
+    assert f"bird: BIRD pid {bird_pid(lab, 'node1')}: 0 of 1 BGP sessions Established" in out.splitlines()
+    assert re.search(r"^nftables: table inet calico: \d+ chains, \d+ sets, \d+ maps$", out, re.M), out
     lab.start_agent("node2")
     wait_for(lambda: probe(lab, "node1", "-bird-ready", "-felix-ready") == (0, ""), timeout=60, what="BGP back")
+    code, out = probe(lab, "node1", "--status")
+    assert code == 0 and out.splitlines()[0] == "ready"
+    assert f"bird: BIRD pid {bird_pid(lab, 'node1')}: 1 of 1 BGP sessions Established" in out.splitlines()
 
     # Every line the agent logged since JSON was on is one JSON object with level and logger.
     log = (lab.state_dir / "logs" / "calico-node-node1.log").read_text().splitlines()

@@ -43,6 +43,14 @@ def test_an_answer_is_200_with_the_quality_or_503_with_one_reason_per_line():
     assert (bad.status, bad.body) == (503, "datastore unavailable: x\nrouting reconcile failed: y\n")
 
 
+def test_status_is_readiness_then_the_plugins_lines():
+    ready = health.status_answer([], ["bird: BIRD pid 7: 2 of 2 BGP sessions Established"])
+    assert (ready.status, ready.body) == (200, "ready\nbird: BIRD pid 7: 2 of 2 BGP sessions Established\n")
+    down = health.status_answer(["datastore unavailable: refused", "first sync not yet applied"], [])
+    assert (down.status, down.body) == (503, "not ready: datastore unavailable: refused\n"
+                                               "not ready: first sync not yet applied\n")
+
+
 def test_the_listener_serves_its_paths_and_survives_a_broken_handler():
     (port,) = free_ports(1)
 
