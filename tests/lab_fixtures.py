@@ -8,6 +8,7 @@ test failed or built the lab through the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -80,14 +81,22 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
     return make_lab()
 
 
-@pytest.fixture(scope="session")
-def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One 2-node lab for the whole session; tests must leave it as they found it."""
+@contextlib.contextmanager
+def lab_for(tmp_path_factory: pytest.TempPathFactory, prefix: str, **kw) -> Iterator[Lab]:
+    """A lab for a module- or session-scoped fixture (``Lab.up(**kw)`` in a state root
+    of its own), and every lab in that root torn down afterwards, also on failure."""
     require_lab()
-    root = tmp_path_factory.mktemp("shared-lab")
+    root = tmp_path_factory.mktemp(prefix)
     try:
-        yield Lab.up(unique_lab_name("s"), nodes=2, subnets=1, state_root=root)
+        yield Lab.up(unique_lab_name(prefix[0]), state_root=root, **kw)
     finally:
         errors = down_all(root)
         if errors:
-            pytest.fail("shared lab teardown failed: " + "; ".join(errors))
+            pytest.fail(f"{prefix} lab teardown failed: " + "; ".join(errors))
+
+
+@pytest.fixture(scope="session")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One 2-node lab for the whole session; tests must leave it as they found it."""
+    with lab_for(tmp_path_factory, "shared-lab", nodes=2, subnets=1) as lab:
+        yield lab

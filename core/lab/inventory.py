@@ -10,11 +10,13 @@ from .state import LabError
 
 GROUP = "calico_lab_nodes"
 # Debian's interpreter, as on a bare-metal node; the remote temp directory under the
-# node's own /var, since /tmp is the host's.
+# node's own /var, since /tmp is the host's; and the role's own supervisor, since a
+# node's pid 1 is the host's init, which is not the node's to use.
 HOST_VARS = {
     "ansible_connection": "calico_lab",
     "ansible_python_interpreter": "/usr/bin/python3",
     "ansible_remote_tmp": "/var/tmp/.ansible-tmp",
+    "calico_node_service_manager": "supervisor",
 }
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 import pytest
-from lab_fixtures import down_all, require_lab, unique_lab_name
+from lab_fixtures import lab_for
 
 from pycalico.core.lab import Lab, netns, pods
 from pycalico.core.lab.pods import CniFailed
@@ -30,16 +30,10 @@ NODE_FOR = {"local": "node1", "agent": "node2"}
 
 @pytest.fixture(scope="module")
 def clab(tmp_path_factory):
-    require_lab()
-    root = tmp_path_factory.mktemp("cni-lab")
-    try:
-        lab = Lab.up(unique_lab_name("c"), nodes=3, state_root=root)
+    with lab_for(tmp_path_factory, "cni-lab", nodes=3) as lab:
         pods.ensure_default_pool(lab)
         pods.start_cni_agent(lab, "node2")
         yield lab
-    finally:
-        errors = down_all(root)
-        assert not errors, errors
 
 
 @pytest.fixture(params=["local", "agent"])

@@ -23,9 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from lab_fixtures import down_all, require_lab, unique_lab_name
+from lab_fixtures import lab_for
 
-from pycalico.core.lab import Lab, netns, pods
+from pycalico.core.lab import netns, pods
 
 pytestmark = pytest.mark.lab
 
@@ -35,17 +35,11 @@ CONCURRENCY = 200  # every request in flight at once
 
 @pytest.fixture(scope="module")
 def slab(tmp_path_factory):
-    require_lab()
-    root = tmp_path_factory.mktemp("cni-stress")
-    try:
-        lab = Lab.up(unique_lab_name("s"), nodes=4, state_root=root)
+    with lab_for(tmp_path_factory, "cni-stress", nodes=4) as lab:
         pods.ensure_default_pool(lab)
         for node in NODES:
             pods.start_cni_agent(lab, node)
         yield lab
-    finally:
-        errors = down_all(root)
-        assert not errors, errors
 
 
 def ipam(lab, fn, node="node1"):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab_fixtures import lab_for, unique_lab_name
 from pycalico.core.lab import LabError, netns
 from pycalico.core.lab.inventory import inventory
 
@@ -25,15 +26,8 @@ OWN = ("/etc/calico/t", "/opt/cni/bin/t", "/var/lib/calico/t", "/usr/local/bin/t
 
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory):
-    from tests.lab_fixtures import down_all, require_lab, unique_lab_name
-    from pycalico.core.lab import Lab
-
-    require_lab()
-    root = tmp_path_factory.mktemp("bare")
-    try:
-        yield Lab.up(unique_lab_name("b"), nodes=2, state_root=root, bare=True)
-    finally:
-        assert not down_all(root)
+    with lab_for(tmp_path_factory, "bare", nodes=2, bare=True) as lab:
+        yield lab
 
 
 def sh(lab, node, script: str) -> subprocess.CompletedProcess:
@@ -139,7 +133,6 @@ def running(pid: int) -> bool:
 
 def test_down_ends_the_node_and_everything_in_it(tmp_path):
     from pycalico.core.lab import Lab
-    from tests.lab_fixtures import unique_lab_name
 
     lab = Lab.up(unique_lab_name("b"), nodes=1, state_root=tmp_path, bare=True)
     try:
