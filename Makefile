@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON ?= python3
 APT_PACKAGES := python3-venv etcd-server etcd-client bird2 iptables ipset nftables iproute2 \
 	containernetworking-plugins iputils-ping netcat-openbsd \
-	gobgpd iperf3 openssl
+	gobgpd iperf3 openssl openssh-server
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps venv clean

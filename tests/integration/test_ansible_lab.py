@@ -173,6 +173,40 @@ def test_the_testinfra_suite_passes_on_every_node(play, provisioned):
     assert {(check, node) for check in checks for node in ("node1", "node2", "node3")} == set(passed)
 
 
+SSH_CONFIG = """Host {node}
+  User root
+  IdentityFile {key}
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+  ProxyCommand ip netns exec {netns} nc 127.0.0.1 22
+"""
+
+
+def test_the_testinfra_suite_passes_over_ssh(bare_lab, provisioned, tmp_path):
+    """As operators run it: ``--hosts=ssh://...``, through a real sshd on each node
+    (reached over the node's loopback, since the host has no route to the lab)."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "ssh_config"
+    for node in ("node1", "node2"):
+        # Host keys and root's authorized key in the node's own /etc and /root.
+        res = bare_lab.exec(node, ["sh", "-c", "ssh-keygen -A && mkdir -p -m 700 /root/.ssh /run/sshd && "
+                                   "cat > /root/.ssh/authorized_keys && /usr/sbin/sshd -o ListenAddress=127.0.0.1"],
+                            input=(tmp_path / "id_ed25519.pub").read_text(), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        with config.open("a") as f:
+            f.write(SSH_CONFIG.format(node=node, key=key, netns=bare_lab.node(node).netns))
+    res = subprocess.run([str(TOOLS / "pytest"), "-p", "no:cacheprovider", "--pyargs", "pycalico.testinfra",
+                          "--hosts=ssh://node1,ssh://node2", f"--ssh-config={config}", "-q", "-rA"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+    passed = re.findall(r"^PASSED \S+::(\w+)\[ssh://(node\d)\]", res.stdout, re.M)
+    assert {"test_bgp_sessions", "test_routes_to_remote_blocks", "test_ipam_check_clean"} <= {c for c, _ in passed}
+    assert {node for _, node in passed} == {"node1", "node2"}
+
+
 def test_pods_on_different_nodes_reach_each_other(bare_lab, provisioned):
     pods = {node: lab_pods.add_pod(bare_lab, node, f"default/p-{node}") for node in ("node1", "node2", "node3")}
 
