@@ -108,6 +108,11 @@ def _check_ip(value: str) -> None:
         raise ValueError(f"{value!r} needs its prefix length, as Calico's IP does (e.g. {iface.ip}/24)")
 
 
+def _check_file_path(value: str) -> None:
+    if value and not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path")
+
+
 def _check_method(value: str) -> None:
     from pycalico.core.autodetect import parse_method
 
@@ -128,6 +133,10 @@ class NodeSettings:
         "doc": "This node's AS number (Calico's AS). Unset: the cluster's, from the BGPConfiguration "
                "(64512 by default).",
         "example": 64512})
+    nodename_file: str = attrs.field(default="/var/lib/calico/nodename", validator=validated(_check_file_path),
+                                     metadata={
+        "doc": "Where calico-node writes this node's name when it starts, as Calico's does: the CNI "
+               "plugin reads it (its `nodename_file`) and refuses pods until it exists. Empty: not written."})
     # Calico's AUTODETECT_POLL_INTERVAL: how long a detected address is trusted before
     # the interfaces are read again (a dump of every veth on a busy node).
     autodetect_poll_seconds: float = attrs.field(default=60.0, validator=in_range(0, 86400), metadata={

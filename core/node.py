@@ -49,11 +49,30 @@ def run(path: Path, once: bool) -> int:
         print(exc, file=sys.stderr)
         return 1
     logs.setup(loop.config.logging, "calico-node")
+    write_nodename(loop.config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loop.stop())
     loop.run(once=once)
     report = loop.last_report
     return 0 if report is None or report.ok else 2
+
+
+def write_nodename(config: cfg.Config) -> None:
+    """This node's name in ``[node] nodename_file``, as Calico's startup writes it for
+    the CNI plugin; rewritten only when it differs."""
+    path = config.node.nodename_file
+    if not path:
+        return
+    target = Path(path)
+    try:
+        if target.read_text() == config.hostname:
+            return
+    except OSError:
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(config.hostname)
+    os.replace(tmp, target)
 
 
 PROBES = ("felix_live", "felix_ready", "bird_live", "bird_ready")

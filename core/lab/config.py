@@ -27,7 +27,8 @@ def node_config_text(node_name: str, etcd_endpoints: Sequence[str], routing: str
                      policy: str = "iptables", node_dir: str | Path | None = None,
                      typha_addresses: Sequence[str] = ()) -> str:
     """One node's calico.toml. ``node_dir`` holds what the node's daemons keep on disk
-    (BIRD's config, control socket and BGP secrets), since lab nodes share the machine's /etc and /run.
+    (BIRD's config, control socket and BGP secrets, the nodename file), since lab nodes
+    share the machine's /etc, /var and /run.
     With ``typha_addresses`` the agent reads through those Typhas instead of watching etcd."""
     text = (
         f"node_name = {_toml_str(node_name)}\n"
@@ -45,6 +46,9 @@ def node_config_text(node_name: str, etcd_endpoints: Sequence[str], routing: str
             f"socket = {_toml_str(str(bird / 'bird.ctl'))}\n"
             f"secrets_dir = {_toml_str(str(bird / 'secrets'))}\n"
         )
+    if node_dir is not None:
+        # Lab nodes share the machine's /var/lib: the name goes in the node's own directory.
+        text += f"\n[node]\nnodename_file = {_toml_str(str(Path(node_dir) / 'nodename'))}\n"
     text += f"\n[policy]\ntype = {_toml_str(policy)}\n"
     if typha_addresses:
         text += f"\n[typha]\naddresses = [{', '.join(_toml_str(a) for a in typha_addresses)}]\n"

@@ -206,7 +206,7 @@ def test_etcd_is_reachable_from_nodes(shared_lab):
 def test_node_config_and_exec_environment(shared_lab):
     for n in shared_lab.nodes:
         assert Path(n.config_path).read_text() == node_config_text(
-            n.name, shared_lab.etcd_endpoints)
+            n.name, shared_lab.etcd_endpoints, node_dir=Path(n.config_path).parent)
     n1 = shared_lab.nodes[0]
     r = shared_lab.exec("node1", ["sh", "-c", 'echo "$CALICO_CONFIG|$CALICO_NODENAME|'
                                   '$ETCD_ENDPOINTS"; ip -o -4 addr show dev eth0'],

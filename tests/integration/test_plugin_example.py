@@ -101,7 +101,8 @@ def test_pods_on_two_nodes_reach_each_other_through_host_gw(site, make_lab, monk
     # node1 finds its interface from its address, node2 is told it.
     tables = {"node1": "", "node2": '\n[routing.host-gw]\ninterface = "eth0"\n'}
     for n in lab.nodes:
-        Path(n.config_path).write_text(node_config_text(n.name, lab.etcd_endpoints, "host-gw") + tables[n.name])
+        text = node_config_text(n.name, lab.etcd_endpoints, "host-gw", node_dir=Path(n.config_path).parent)
+        Path(n.config_path).write_text(text + tables[n.name])
     a = add_pod(lab, "node1", "default/a")
     b = add_pod(lab, "node2", "default/b")
     b_ip = b.ips[0].split("/")[0]

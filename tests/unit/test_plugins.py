@@ -60,6 +60,8 @@ type = "static-file"
 path = "{resources}"
 [ipam]
 type = "none"
+[node]
+nodename_file = "{tmp_path / 'lib' / 'nodename'}"
 [routing]
 type = "none"
 [policy]
@@ -78,6 +80,8 @@ def test_installed_package_fills_slots_and_observes(tmp_path, site):
     assert result.returncode == 0, result.stderr
     assert out.read_text() == "node1-k8s-web-eth0 allow\n"
     assert (site / "observer.log").read_text() == "1 sync 1 1\n"
+    # As Calico's startup does, for the CNI plugin.
+    assert (tmp_path / "lib" / "nodename").read_text() == "node1"
 
 
 def test_third_party_table_errors_use_toml_paths(tmp_path, site):
