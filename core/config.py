@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 import attrs
 
-from pycalico.core.schema import FieldError, error_lines, in_range, make_converter, matches, snake, validated
+from pycalico.core.schema import (
+    FieldError, absolute_path, error_lines, in_range, make_converter, matches, snake, validated,
+)
 
 SLOTS = ("datastore", "ipam", "routing", "policy")
 DEFAULT_PATH = Path("/etc/calico/calico.toml")
@@ -108,11 +110,6 @@ def _check_ip(value: str) -> None:
         raise ValueError(f"{value!r} needs its prefix length, as Calico's IP does (e.g. {iface.ip}/24)")
 
 
-def _check_file_path(value: str) -> None:
-    if value and not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
-
-
 def _check_method(value: str) -> None:
     from pycalico.core.autodetect import parse_method
 
@@ -133,7 +130,7 @@ class NodeSettings:
         "doc": "This node's AS number (Calico's AS). Unset: the cluster's, from the BGPConfiguration "
                "(64512 by default).",
         "example": 64512})
-    nodename_file: str = attrs.field(default="/var/lib/calico/nodename", validator=validated(_check_file_path),
+    nodename_file: str = attrs.field(default="/var/lib/calico/nodename", validator=absolute_path(empty=True),
                                      metadata={
         "doc": "Where calico-node writes this node's name when it starts, as Calico's does: the CNI "
                "plugin reads it (its `nodename_file`) and refuses pods until it exists. Empty: not written."})

@@ -84,6 +84,16 @@ def in_range(low: int | float, high: int | float) -> Range:
     return Range(low, high)
 
 
+def absolute_path(empty: bool = False) -> Callable:
+    """A validator: an absolute path; with ``empty``, also "" (the feature switched off)."""
+
+    def validate(_inst: Any, attribute: attrs.Attribute, value: str) -> None:
+        if not (empty and value == "") and not value.startswith("/"):
+            raise FieldError(attribute.name, f"must be an absolute path, got {value!r}")
+
+    return validate
+
+
 def one_of(*choices: str) -> Callable:
     listed = ", ".join(choices)
     return check(lambda v: v in choices, f"must be one of {listed}, got {{value!r}}")

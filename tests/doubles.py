@@ -136,3 +136,22 @@ class Recorder:
     @hookimpl
     def pycalico_unconfigure(self, config):
         self.unconfigured += 1
+
+
+class LoopThread:
+    """A reconcile Loop run in a thread for the length of a ``with`` block: started on
+    entry; on exit stopped, joined, and checked to be gone."""
+
+    def __init__(self, loop, join_timeout: float = 20.0):
+        self.loop = loop
+        self.join_timeout = join_timeout
+        self.thread = threading.Thread(target=loop.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.stop()
+        self.thread.join(timeout=self.join_timeout)
+        assert not self.thread.is_alive(), "the loop did not stop"

@@ -128,8 +128,8 @@ class Cluster:
         node = self.lab.node(name)
         return run_in_netns(node.netns, lambda: self.plugin.speaker(self.options(node)))
 
-    def sessions(self, name: str) -> dict[str, tuple[str, str]]:
-        return {s.name: (s.since, s.info) for s in self.speaker(name).sessions()}
+    def sessions(self, name: str) -> dict[str, tuple[str, str, str]]:
+        return {s.name: (s.since, s.info, s.state) for s in self.speaker(name).sessions()}
 
     def routes(self, name: str) -> str:
         return self.lab.exec(name, ["ip", "route", "show", "proto", "bird"], capture_output=True, text=True).stdout
@@ -145,7 +145,9 @@ def test_reload_only_on_change_and_refused_config(make_lab):
             lines = c.reconcile(name)
             assert lines[0].startswith("bird config written to ") and lines[1].startswith("bird started (pid ")
             assert c.reconcile(name) == []  # the same state again: nothing to do
-        wait_for(lambda: c.sessions("node1").get("Mesh_198_51_100_12", ("", ""))[1] == "Established")
+        # BIRD stamps "since" again when the protocol goes up, a moment after BGP is
+        # Established: wait for both before the time is kept.
+        wait_for(lambda: c.sessions("node1").get("Mesh_198_51_100_12", ("",) * 3)[1:] == ("Established", "up"))
         wait_for(lambda: "10.65.1.0/26 via 198.51.100.12 dev eth0" in c.routes("node1"))
         assert "blackhole 10.65.0.0/26" in c.routes("node1")
         pid, since = c.speaker("node1").daemon.pid, c.sessions("node1")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 
-from doubles import Recorder
+from doubles import LoopThread, Recorder
 from etcd_fixtures import free_ports
 from kdd_fixtures import kdd_config_text
 from pycalico.core import status
@@ -29,23 +28,13 @@ def etcd_config(endpoint: str, port: int, reporting: float = 30) -> str:
     )
 
 
-class Running:
+class Running(LoopThread):
     """A Loop serving its probes, run in a thread; stopped on exit."""
 
     def __init__(self, path, watch_config=False):
         self.routing, self.policy = Recorder("routing"), Recorder("policy")
         registry = Registry({"routing": {"rec": self.routing}, "policy": {"rec": self.policy}})
-        self.loop = Loop(path, registry, watch_config=watch_config, serve=True)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.stop()
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive()
+        super().__init__(Loop(path, registry, watch_config=watch_config, serve=True))
 
 
 def wep(pod):

@@ -26,7 +26,7 @@ import attrs
 import pytest
 import requests
 
-from doubles import Recorder
+from doubles import LoopThread, Recorder
 from etcd_fixtures import _die_with_parent, free_ports, gns, relabel, wep
 from pycalico.core import config as cfg
 from pycalico.core.calc import key_of
@@ -503,9 +503,7 @@ def test_calico_node_reads_through_typha_and_writes_to_the_datastore(tmp_path, e
     )
     routing, policy = Recorder("routing"), Recorder("policy")
     loop = Loop(config, Registry({"routing": {"rec": routing}, "policy": {"rec": policy}}), watch_config=False)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
+    with LoopThread(loop, join_timeout=15):
         wait_for(lambda: loop.passes >= 1, 15, "the first pass")
         assert loop.last_report.reason == "sync" and policy.kernel == {"a"}
         # Registration wrote this Node to etcd directly; it comes back through Typha.
@@ -515,7 +513,3 @@ def test_calico_node_reads_through_typha_and_writes_to_the_datastore(tmp_path, e
         etcd_datastore.create(wep("b", "default"))
         wait_for(lambda: policy.kernel == {"a", "b"}, 10, "the new endpoint reconciled")
         assert typha.metric("typha_connections_active") == 1 and etcd_watchers(etcd_server) == 1
-    finally:
-        loop.stop()
-        thread.join(15)
-    assert not thread.is_alive()

@@ -179,3 +179,9 @@ def test_check_config_prints_one_line_per_error_and_exits_1(tmp_path, text, expe
 def test_check_config_missing_file(tmp_path):
     result = check_config(tmp_path / "absent.toml")
     assert (result.returncode, result.stderr.strip()) == (1, f"{tmp_path / 'absent.toml'}: no such file")
+
+
+def test_the_nodename_file_is_an_absolute_path_or_nothing():
+    assert errors_of('[node]\nnodename_file = "var/lib/calico/nodename"\n') == [
+        "node.nodename_file: must be an absolute path, got 'var/lib/calico/nodename'"]
+    assert cfg.parse('[node]\nnodename_file = ""\n', "calico.toml").node.nodename_file == ""

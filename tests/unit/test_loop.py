@@ -1,11 +1,10 @@
 """The reconcile loop, driven through an in-memory datastore (tests/doubles.py)."""
 
-import threading
 import time
 
 import attrs
 
-from doubles import MemoryDatastore, MemoryPlugin, Recorder
+from doubles import LoopThread, MemoryDatastore, MemoryPlugin, Recorder
 from pycalico.core import config as cfg
 from pycalico.core import registration
 from pycalico.core.ctl.version import client_version
@@ -62,7 +61,7 @@ spec:
     return resource
 
 
-class Harness:
+class Harness(LoopThread):
     def __init__(self, tmp_path, resources=(), resync=600, watch_config=False, registered=True, extra="", serve=False,
                  policies=None):
         """``policies``: more policy plugins by name, for a config to switch to."""
@@ -76,20 +75,11 @@ class Harness:
             {"datastore": {"memory": MemoryPlugin(self.store)}, "routing": {"rec": self.routing},
              "policy": {"rec": self.policy, **(policies or {})}}
         )
-        self.loop = Loop(self.path, registry, watch_config=watch_config, serve=serve)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        super().__init__(Loop(self.path, registry, watch_config=watch_config, serve=serve), join_timeout=10)
 
     def write(self, resync=600, level="info", extra=""):
         self.path.write_text(CONFIG.format(resync=resync, level=level) + extra)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.stop()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
 
 
 def test_first_pass_reconciles_the_snapshot_for_this_node(tmp_path):

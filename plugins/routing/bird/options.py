@@ -20,15 +20,13 @@ from pathlib import Path
 
 import attrs
 
-from pycalico.core.schema import FieldError
+from pycalico.core.schema import FieldError, absolute_path
 
 # sockaddr_un.sun_path holds 108 bytes, the last one the terminating NUL.
 MAX_SOCKET_PATH = 107
 
 
-def _absolute(_inst, attribute: attrs.Attribute, value: str) -> None:
-    if not value or not Path(value).is_absolute():
-        raise FieldError(attribute.name, f"must be an absolute path, got {value!r}")
+_absolute = absolute_path()
 
 
 def _socket_path(inst, attribute: attrs.Attribute, value: str) -> None:
